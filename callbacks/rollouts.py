@@ -20,7 +20,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from callbacks.evaluation import trajectory_markdown
 from datamodules.interaction_log import Episode, list_shards, shard_path, write_shard
-from feedback.base import Teacher
+from feedback.base import Teacher, TeacherUnavailable
 from feedback.editing import edit_traces
 from feedback.scripted import ScriptedTeacher
 
@@ -86,17 +86,23 @@ class OnlineRollouts(Callback):
             task, questions, self.max_rounds, temperature=self.temperature, progress=f"rollouts it{iteration}"
         )
         rollout_s = time.perf_counter() - start
-        episodes = edit_traces(
-            task,
-            self.teacher,
-            questions,
-            [(t.attempts, t.feedbacks) for t in traces],
-            iteration=iteration,
-            prompts=[task.prompt(q) for q in questions],
-            max_updates=self.max_updates,
-        )
+        self.teacher.reset_usage()
+        try:
+            episodes = edit_traces(
+                task,
+                self.teacher,
+                questions,
+                [(t.attempts, t.feedbacks) for t in traces],
+                iteration=iteration,
+                prompts=[task.prompt(q) for q in questions],
+                max_updates=self.max_updates,
+            )
+        except TeacherUnavailable as error:  # nothing is written: the resumed run redoes this round (cached calls)
+            raise TeacherUnavailable(f"iteration {iteration} rollouts failed: {error}") from None
         pl_module.log("time/rollout_s", rollout_s, rank_zero_only=True)
         pl_module.log("time/teacher_s", time.perf_counter() - start - rollout_s, rank_zero_only=True)
+        for name, value in self.teacher.usage().items():
+            pl_module.log(f"teacher/{name}", value, rank_zero_only=True)
         return episodes
 
     def _log(self, trainer: Trainer, pl_module: LightningModule, episodes: list[Episode], iteration: int) -> None:

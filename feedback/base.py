@@ -69,6 +69,10 @@ def error_feedback(previous_step: str | None, step: str, segment: str, reason: s
     return Feedback(text=text, correct=False, step=step, segment=segment)
 
 
+class TeacherUnavailable(RuntimeError):
+    """The teacher cannot answer at all (endpoint down after every retry, bad credentials): the round fails."""
+
+
 @dataclass(frozen=True)
 class Dropped:
     """A teacher answer that cannot be used; ``reason`` is counted and written to the interaction log."""
@@ -90,3 +94,11 @@ class Teacher(ABC):
     def improve(self, task: Task, items: Sequence[tuple[Question, str, Feedback]]) -> list[str | Dropped]:
         """For each (question, attempt, error feedback): a new attempt that keeps every step before the wrong one
         verbatim and rewrites from the wrong step through ``(Final response) ...``."""
+
+    def usage(self) -> dict[str, float]:
+        """Counters since the last ``reset_usage`` (calls, tokens, ...), logged as ``teacher/*`` per rollout round;
+        a scripted teacher has none."""
+        return {}
+
+    def reset_usage(self) -> None:
+        """Start counting a new round."""

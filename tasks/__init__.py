@@ -9,9 +9,10 @@ from typing import Any
 
 from tasks.base import Question, Task
 
-_LAZY = {"MultistepArithmetic": "tasks.multistep_arithmetic", "WordSorting": "tasks.word_sorting"}
+_LAZY = {"MultistepArithmetic": "tasks.multistep_arithmetic", "WordSorting": "tasks.word_sorting",
+         "DateUnderstanding": "tasks.multiple_choice", "LogicalDeduction": "tasks.multiple_choice"}
 
-__all__ = ["MultistepArithmetic", "Question", "Task", "WordSorting"]
+__all__ = ["DateUnderstanding", "LogicalDeduction", "MultistepArithmetic", "Question", "Task", "WordSorting"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,226 @@
+"""The OpenAI-compatible teacher against a real HTTP server on 127.0.0.1 (tests/openai_server.py)."""
+
+import re
+import time
+
+import pytest
+
+from datamodules.interaction_log import Episode
+from feedback.base import Dropped, Feedback, TeacherUnavailable
+from feedback.editing import edit_traces
+from feedback.openai import OpenAITeacher, retry_after
+from tasks.multistep_arithmetic import solve
+from tests.openai_server import FakeOpenAI, max_overlap
+
+KEY = "sk-test-SECRET-0123456789"
+FEEDBACK_PROMPT = """Q: (1 + 2) =
+Answer: Let's think step by step.
+(1) This equation is (1 + 2) = 4.
+(Final response) So the answer is 4.
+Earliest error step: (1)
+Error segment: "(1 + 2) = 4"
+Error reason: 1 + 2 is 3. [END]
+
+Q: {question}
+Answer: Let's think step by step.{answer_info}
+{attempt}
+Earliest error step:
+"""
+
+
+def _question_of(prompt: str) -> str:
+    return re.findall(r"^Q: (.*)$", prompt, flags=re.M)[-1].removesuffix(" =").strip()
+
+
+def arithmetic_answer(prompt: str) -> str:
+    """What a competent teacher says: the first wrong calculation as feedback, the gold steps as improvement."""
+    gold = solve(_question_of(prompt)).splitlines()
+    if prompt.endswith("Earliest error step:\n"):
+        attempt = prompt.rsplit("Q: ", 1)[1].split("\n")[2:-2]  # between the answer header and "Earliest error step:"
+        for line, good in zip(attempt, gold):
+            if line != good:
+                lhs, value = line.rsplit(" = ", 1)
+                segment = f"{lhs.rsplit(' = ', 1)[-1]} = {value.rstrip('.')}"
+                return f' ({line[1 : line.index(")")]})\nError segment: "{segment}"\nError reason: that is not the value. [END]'
+        return " None [END]"
+    partial = prompt.rsplit("Updated Answer:", 1)[1].count("\n(")  # steps kept before the wrong one
+    return "\n" + "\n".join(gold[partial:]) + " [END]"
+
+
+@pytest.fixture
+def server():
+    s = FakeOpenAI(arithmetic_answer)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def prompts_dir(tmp_path):
+    folder = tmp_path / "prompts" / "multistep_arithmetic"
+    folder.mkdir(parents=True)
+    (folder / "feedback.txt").write_text(FEEDBACK_PROMPT)
+    return tmp_path / "prompts"
+
+
+def make_teacher(server, tmp_path, prompts_dir=None, **kwargs):
+    options = dict(model="teacher-llm", base_url=server.base_url, api_key_env="TEST_TEACHER_KEY",
+                   cache_path=str(tmp_path / "cache.sqlite"), backoff=0.01, timeout=5.0,
+                   prompts_dir=str(prompts_dir) if prompts_dir else None)
+    return OpenAITeacher(**options | kwargs)
+
+
+def wrong_attempt(task, question):
+    """The gold rationale with step (2)'s result and the final answer off by 3."""
+    lines = task.gold_rationale(question).splitlines()
+    for i in (1, -1):
+        lines[i] = re.sub(r"(-?\d+)\.$", lambda m: f"{int(m.group(1)) + 3}.", lines[i])
+    return "\n".join(lines)
+
+
+def test_feedback_and_improvement_become_an_improved_episode(server, tmp_path, prompts_dir, ma_task):
+    teacher = make_teacher(server, tmp_path, prompts_dir)
+    question = ma_task.questions("train")[0]
+    attempt = wrong_attempt(ma_task, question)
+    [feedback] = teacher.feedback(ma_task, [(question, attempt)])
+    step2 = attempt.splitlines()[1]
+    wrong_value = step2.rsplit(" = ", 1)[1].rstrip(".")
+    assert isinstance(feedback, Feedback) and feedback.step == "2"
+    assert feedback.text.startswith('Step (1) is correct. In step (2) the part "')
+    assert feedback.text.endswith(f'= {wrong_value}" is incorrect. This is because that is not the value.')
+
+    [episode] = edit_traces(ma_task, teacher, [question], [([attempt], [None])], iteration=1,
+                            prompts=[ma_task.prompt(question)])
+    assert isinstance(episode, Episode) and episode.outcome == "improved", episode.reason
+    assert [(t.role, t.by) for t in episode.turns] == [("attempt", "policy"), ("feedback", "teacher-llm"),
+                                                       ("improvement", "teacher-llm"), ("feedback", "gold")]
+    assert episode.turns[2].text == ma_task.gold_rationale(question)
+    # the improvement prompt carried the verified step (1) and asked the LLM to continue from step (2)
+    improve_request = [r for r in server.records if "Updated Answer" in r.body["prompt"]][-1]
+    assert improve_request.body["prompt"].endswith(attempt.splitlines()[0] + "\n")
+    assert improve_request.body["stop"] == ["[END]"] and improve_request.body["temperature"] == 0.7
+
+
+def test_many_requests_overlap_and_concurrency_one_does_not(tmp_path, ma_task, prompts_dir):
+    server = FakeOpenAI(arithmetic_answer, latency=0.25)
+    try:
+        items = [(q, wrong_attempt(ma_task, q)) for q in ma_task.questions("train")[:16]]
+        start = time.perf_counter()
+        answers = make_teacher(server, tmp_path, prompts_dir, concurrency=16, cache_path=None).feedback(ma_task, items)
+        parallel_s = time.perf_counter() - start
+        assert all(isinstance(a, Feedback) for a in answers)
+        assert max_overlap(server.records) >= 8 and parallel_s < 16 * 0.25 / 4
+        server.records.clear()
+        start = time.perf_counter()
+        make_teacher(server, tmp_path, prompts_dir, concurrency=1, cache_path=None).feedback(ma_task, items[:4])
+        assert max_overlap(server.records) == 1 and time.perf_counter() - start >= 4 * 0.25
+    finally:
+        server.close()
+
+
+def test_429_waits_what_retry_after_says(server, tmp_path, prompts_dir, ma_task):
+    server.faults = ["429:0.6"]
+    teacher = make_teacher(server, tmp_path, prompts_dir)
+    question = ma_task.questions("train")[0]
+    start = time.perf_counter()
+    [feedback] = teacher.feedback(ma_task, [(question, wrong_attempt(ma_task, question))])
+    assert isinstance(feedback, Feedback) and time.perf_counter() - start >= 0.6
+    assert len(server.records) == 2 and server.records[1].start - server.records[0].end >= 0.55
+    assert teacher.usage()["retries"] == 1 and teacher.usage()["calls"] == 2
+
+
+def test_500s_and_a_hang_past_the_timeout_are_retried(server, tmp_path, prompts_dir, ma_task):
+    server.faults, server.hang_s = ["500", "hang", "500"], 3.0
+    teacher = make_teacher(server, tmp_path, prompts_dir, timeout=0.5)
+    question = ma_task.questions("train")[0]
+    start = time.perf_counter()
+    [feedback] = teacher.feedback(ma_task, [(question, wrong_attempt(ma_task, question))])
+    assert isinstance(feedback, Feedback) and time.perf_counter() - start < 2.5  # did not wait out the hang
+    usage = teacher.usage()
+    assert (usage["calls"], usage["retries"], usage["answered"], usage.get("failures", 0)) == (4, 3, 1, 0)
+    assert usage["prompt_tokens"] > 100 and usage["completion_tokens"] > 0 and usage["latency_mean_s"] > 0
+
+
+def test_malformed_json_drops_the_item_after_the_retries(server, tmp_path, prompts_dir, ma_task):
+    server.faults = ["malformed"] * 3
+    teacher = make_teacher(server, tmp_path, prompts_dir, max_retries=2)
+    question = ma_task.questions("train")[0]
+    [answer] = teacher.feedback(ma_task, [(question, wrong_attempt(ma_task, question))])
+    assert isinstance(answer, Dropped) and "malformed response" in answer.reason
+    assert teacher.usage()["failures"] == 1 and len(server.records) == 3
+
+
+def test_off_format_answers_are_dropped_and_counted(tmp_path, prompts_dir, ma_task):
+    server = FakeOpenAI(lambda prompt: " I think it is all fine!")
+    try:
+        teacher = make_teacher(server, tmp_path, prompts_dir)
+        questions = ma_task.questions("train")[:3]
+        episodes = edit_traces(ma_task, teacher, questions, [([wrong_attempt(ma_task, q)], [None]) for q in questions],
+                               iteration=1, prompts=[ma_task.prompt(q) for q in questions])
+        assert [e.outcome for e in episodes] == ["dropped"] * 3
+        assert episodes[0].reason.startswith("teacher feedback: off-format feedback")
+        assert teacher.usage()["off_format"] == 3
+    finally:
+        server.close()
+
+
+def test_a_dead_endpoint_fails_with_a_clear_message(tmp_path, prompts_dir, ma_task, monkeypatch):
+    monkeypatch.setenv("TEST_TEACHER_KEY", KEY)
+    dead = FakeOpenAI(arithmetic_answer)
+    dead.close()  # the port is now closed: connection refused
+    teacher = make_teacher(dead, tmp_path, prompts_dir, max_retries=2)
+    question = ma_task.questions("train")[0]
+    with pytest.raises(TeacherUnavailable, match=r"gave no answer after 3 tries .*--ckpt_path last") as error:
+        teacher.feedback(ma_task, [(question, wrong_attempt(ma_task, question))])
+    assert dead.base_url in str(error.value) and KEY not in str(error.value)
+
+
+def test_refused_credentials_name_the_variable_not_the_key(server, tmp_path, prompts_dir, ma_task, monkeypatch):
+    monkeypatch.setenv("TEST_TEACHER_KEY", KEY)
+    server.answer = lambda prompt: f"you sent {KEY}"  # even a server echoing the key does not leak it
+    server.faults = ["401"]
+    teacher = make_teacher(server, tmp_path, prompts_dir)
+    question = ma_task.questions("train")[0]
+    with pytest.raises(TeacherUnavailable, match=r"HTTP 401.*\$TEST_TEACHER_KEY") as error:
+        teacher.feedback(ma_task, [(question, wrong_attempt(ma_task, question))])
+    assert KEY not in str(error.value)
+    assert server.records[0].headers["Authorization"] == f"Bearer {KEY}"
+
+
+def test_the_cache_makes_a_repeated_run_issue_zero_requests(server, tmp_path, prompts_dir, ma_task, monkeypatch):
+    monkeypatch.setenv("TEST_TEACHER_KEY", KEY)
+    items = [(q, wrong_attempt(ma_task, q)) for q in ma_task.questions("train")[:6]]
+    first = make_teacher(server, tmp_path, prompts_dir).feedback(ma_task, items + items[:2])  # repeats: asked once
+    assert len(server.records) == 6
+    again = make_teacher(server, tmp_path, prompts_dir)
+    second = again.feedback(ma_task, items)
+    assert len(server.records) == 6 and second == first[:6] and again.usage()["cache_hits"] == 6
+    # a different sampling parameter is a different request
+    make_teacher(server, tmp_path, prompts_dir, feedback_temperature=0.5).feedback(ma_task, items[:1])
+    assert len(server.records) == 7
+    assert KEY.encode() not in (tmp_path / "cache.sqlite").read_bytes()
+
+
+def test_chat_api_sends_messages_to_chat_completions(server, tmp_path, prompts_dir, ma_task):
+    teacher = make_teacher(server, tmp_path, prompts_dir, api="chat", system_prompt="Continue the text.")
+    question = ma_task.questions("train")[0]
+    [feedback] = teacher.feedback(ma_task, [(question, wrong_attempt(ma_task, question))])
+    assert isinstance(feedback, Feedback)
+    record = server.records[0]
+    assert record.path == "/v1/chat/completions"
+    assert [m["role"] for m in record.body["messages"]] == ["system", "user"]
+
+
+def test_a_refused_request_drops_only_that_item(server, tmp_path, prompts_dir, ma_task):
+    server.faults = ["400"]
+    teacher = make_teacher(server, tmp_path, prompts_dir, concurrency=1)
+    items = [(q, wrong_attempt(ma_task, q)) for q in ma_task.questions("train")[:2]]
+    answers = teacher.feedback(ma_task, items)
+    assert isinstance(answers[0], Dropped) and "HTTP 400" in answers[0].reason
+    assert isinstance(answers[1], Feedback)
+
+
+def test_retry_after_header_forms():
+    assert retry_after("2.5") == 2.5
+    assert retry_after(None) is None and retry_after("soon") is None
+    http_date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
+    assert 25 <= retry_after(http_date) <= 31

@@ -1,0 +1,104 @@
+"""A real HTTP server on 127.0.0.1 speaking the OpenAI completions/chat protocol, with scripted answers and faults.
+
+``answer(prompt) -> str`` writes the completion; ``faults`` is a queue of what the next requests get instead
+(``429`` with Retry-After, ``500``, a ``hang`` past the client's timeout, ``malformed`` JSON), consumed one per
+request. Every request is recorded with its start/end time and headers, so tests can measure overlap.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Record:
+    path: str
+    body: dict
+    headers: dict[str, str]
+    start: float
+    end: float = 0.0
+
+
+@dataclass
+class FakeOpenAI:
+    answer: Callable[[str], str]
+    latency: float = 0.0
+    faults: list[str] = field(default_factory=list)
+    hang_s: float = 3.0
+    records: list[Record] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                record = Record(self.path, body, dict(self.headers), time.perf_counter())
+                with server._lock:
+                    server.records.append(record)
+                    fault = server.faults.pop(0) if server.faults else None
+                try:
+                    server._reply(self, body, fault)
+                finally:
+                    record.end = time.perf_counter()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _reply(self, handler: BaseHTTPRequestHandler, body: dict, fault: str | None) -> None:
+        if fault == "hang":
+            time.sleep(self.hang_s)
+            return _send(handler, 200, b'{"choices": []}')
+        if fault is not None and fault.startswith("429"):
+            return _send(handler, 429, b'{"error": "rate limited"}', {"Retry-After": fault.partition(":")[2] or "0.2"})
+        if fault == "500":
+            return _send(handler, 500, b'{"error": "boom"}')
+        if fault == "malformed":
+            return _send(handler, 200, b'{"choices": [{"text": ')
+        if fault is not None and fault.isdigit():
+            return _send(handler, int(fault), b'{"error": "refused"}')
+        time.sleep(self.latency)
+        prompt = body["prompt"] if "prompt" in body else body["messages"][-1]["content"]
+        text = self.answer(prompt)
+        choice = {"text": text} if "prompt" in body else {"message": {"role": "assistant", "content": text}}
+        usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())}
+        _send(handler, 200, json.dumps({"choices": [choice], "usage": usage}).encode())
+
+
+def _send(handler: BaseHTTPRequestHandler, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(payload)))
+    for key, value in (headers or {}).items():
+        handler.send_header(key, value)
+    handler.end_headers()
+    handler.wfile.write(payload)
+
+
+def max_overlap(records: list[Record]) -> int:
+    """Most requests the server was handling at the same moment."""
+    events = sorted([(r.start, 1) for r in records] + [(r.end, -1) for r in records])
+    best = current = 0
+    for _, delta in events:
+        current += delta
+        best = max(best, current)
+    return best
