@@ -41,29 +41,13 @@ def train_sentencepiece(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     texts = [FEEDBACK_PHRASES, *corpus]
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts),
-        model_prefix=str(out_dir / "tokenizer"),
-        vocab_size=vocab_size,
-        model_type="bpe",
-        character_coverage=1.0,
-        byte_fallback=True,  # text the corpus never showed (other tasks, a teacher's words) still round-trips
-        pad_id=0,
-        unk_id=1,
-        bos_id=2,
-        eos_id=3,
-        # "-" never merges: BPE glued signs to brackets ("((-" in the question, "(-" in the rationale), so the
-        # tiny model could copy every digit of a number but not its sign
-        user_defined_symbols=["\n", "-"],
-        split_digits=split_digits,
-        add_dummy_prefix=False,
-        remove_extra_whitespaces=False,
-        normalization_rule_name="identity",
-        max_sentence_length=1 << 20,
-        hard_vocab_limit=False,  # a small corpus may not support vocab_size pieces: take what it supports
-        num_threads=1,  # deterministic: every rank trains the same vocabulary
-        minloglevel=2,
-    )
+    try:
+        _train(texts, vocab_size, out_dir, split_digits)
+    except RuntimeError as error:
+        if "smaller than required_chars" not in str(error):
+            raise
+        raise ValueError(f"vocab_size={vocab_size} is too small for this task's text (256 byte pieces plus every "
+                         f"character it uses): raise --data.init_args.vocab_size ({error})") from None
     (out_dir / "tokenizer.vocab").unlink(missing_ok=True)
     config = {
         "tokenizer_class": "LlamaTokenizer",
@@ -100,3 +84,29 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
             "and point --data.init_args.tokenizer at that folder."
         )
     return tokenizer
+
+
+def _train(texts: list[str], vocab_size: int, out_dir: Path, split_digits: bool) -> None:
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_prefix=str(out_dir / "tokenizer"),
+        vocab_size=vocab_size,
+        model_type="bpe",
+        character_coverage=1.0,
+        byte_fallback=True,  # text the corpus never showed (other tasks, a teacher's words) still round-trips
+        pad_id=0,
+        unk_id=1,
+        bos_id=2,
+        eos_id=3,
+        # "-" never merges: BPE glued signs to brackets ("((-" in the question, "(-" in the rationale), so the
+        # tiny model could copy every digit of a number but not its sign
+        user_defined_symbols=["\n", "-"],
+        split_digits=split_digits,
+        add_dummy_prefix=False,
+        remove_extra_whitespaces=False,
+        normalization_rule_name="identity",
+        max_sentence_length=1 << 20,
+        hard_vocab_limit=False,  # a small corpus may not support vocab_size pieces: take what it supports
+        num_threads=1,  # deterministic: every rank trains the same vocabulary
+        minloglevel=2,
+    )

@@ -6,7 +6,7 @@ Deduction), as TriPosT did with Codex: a few-shot rationale per question, kept o
         --teacher.model my-model --teacher.base_url http://127.0.0.1:8000/v1 --out runs/du/rationales.jsonl
 
 The output is an interaction-log shard (one episode per question: the rationale as an ``attempt`` turn by the
-teacher, outcome ``correct`` when kept, ``dropped`` with the reason otherwise). Point the training config at it with
+teacher, outcome ``correct`` (and the gold-based "correct" feedback) when kept, ``dropped`` with the reason otherwise). Point the training config at it with
 ``task.init_args.rationales``. The file is never overwritten; with the teacher's cache a second collection into a
 new file costs no calls.
 """
@@ -24,6 +24,7 @@ from jsonargparse import CLI  # noqa: E402
 from datamodules.interaction_log import Episode, Turn, write_shard  # noqa: E402
 from feedback.base import Dropped  # noqa: E402
 from feedback.llm import LLMTeacher  # noqa: E402
+from tasks.base import correct_feedback  # noqa: E402
 from tasks.multiple_choice import MultipleChoiceTask  # noqa: E402
 
 
@@ -50,8 +51,11 @@ def collect(task: MultipleChoiceTask, teacher: LLMTeacher, out: str, num_questio
             outcome, reason = "correct", None
         else:
             outcome, reason = "dropped", f"chose {task.extract_answer(answer)}, gold {question.answer} (or unsupported)"
+        turns = [Turn("attempt", text, teacher.name)]
+        if outcome == "correct":  # the gold-based verdict, as on every correct episode
+            turns.append(Turn("feedback", correct_feedback(text), "gold"))
         episodes.append(Episode(id=f"{question.id}/rationale", task=task.name, iteration=0, prompt=task.prompt(question),
-                                turns=(Turn("attempt", text, teacher.name),), outcome=outcome, question_id=question.id,
+                                turns=tuple(turns), outcome=outcome, question_id=question.id,
                                 bucket=question.bucket, gold=question.answer, reason=reason))
     write_shard(path, episodes)
     outcomes = Counter(e.outcome for e in episodes)

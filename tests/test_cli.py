@@ -9,8 +9,11 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from jsonargparse import CLI
+
 from cli import main
 from datamodules.interaction_log import list_shards, read_shard
+from feedback.collect_rationales import collect
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs/tripost/multistep_arithmetic_tiny.yaml")
@@ -42,11 +45,16 @@ def tiny_args(run_dir, max_epochs=5, *extra):
 
 @pytest.mark.parametrize("config", sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml")))
 def test_every_config_parses(config, capsys):
+    """Training configs parse through cli.py; configs/rationales/ through the rationale-collection command."""
+    rationales = config.startswith("configs/rationales/")
     with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--config", str(REPO / config), "--print_config"])
+        if rationales:
+            CLI(collect, as_positional=False, args=["--config", str(REPO / config), "--print_config"])
+        else:
+            main(["fit", "--config", str(REPO / config), "--print_config"])
     assert exit_.value.code in (None, 0)
     printed = capsys.readouterr().out
-    assert "class_path:" in printed and "trainer:" in printed
+    assert "class_path:" in printed and ("teacher:" if rationales else "trainer:") in printed
     header = (REPO / config).read_text().splitlines()[0]
     assert header.startswith("#"), f"{config} must start with a header comment (what it runs, how to launch it)"
 

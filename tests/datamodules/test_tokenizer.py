@@ -22,3 +22,8 @@ def test_trained_tokenizer_round_trips_and_keeps_fixed_pieces(ma_task, tmp_path)
     rationale = tok.convert_ids_to_tokens(tok.encode("where A = (-2 - 3)", add_special_tokens=False))
     assert question[question.index("2") - 1] == rationale[rationale.index("2") - 1] == "-"
     assert tok.eos_token_id is not None and tok.pad_token_id is not None and tok.pad_token_id != tok.eos_token_id
+
+
+def test_a_vocab_too_small_for_the_text_names_the_flag(tmp_path):
+    with pytest.raises(ValueError, match=r"vocab_size=100 is too small .* --data.init_args.vocab_size"):
+        train_sentencepiece(["some text é ü"], vocab_size=100, out_dir=tmp_path)

@@ -1,0 +1,100 @@
+"""Date Understanding end to end with an LLM teacher: rationale collection, then a TriPosT fit through cli.py, both
+against a real OpenAI-protocol server on 127.0.0.1 (tests/openai_server.py)."""
+
+import json
+
+import pytest
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cli import main
+from datamodules.interaction_log import list_shards, read_shard
+from feedback.collect_rationales import collect
+from feedback.openai import OpenAITeacher
+from tasks.multiple_choice import DateUnderstanding
+from tests.openai_server import FakeOpenAI
+from tests.tasks.test_multiple_choice import write_du
+
+REPO_CONFIG = "configs/tripost/date_understanding_llm.yaml"
+KEY = "sk-du-test-KEY-9f8e7d6c"
+
+
+def du_teacher_answers(task: DateUnderstanding):
+    """A competent scripted LLM: right rationales (3 steps for every 4th question), feedback on step (1),
+    improvements that end in the gold option."""
+    gold = {q.question.split("\n")[0]: (i, q.answer, task.option_text(q, q.answer)) for i, q in enumerate(task.pool())}
+
+    def answer(prompt: str) -> str:
+        last = prompt.rsplit("Q: ", 1)[1]
+        index, letter, date = gold[last.split("\n")[0]]
+        if prompt.endswith("Earliest error step:\n"):
+            step1 = next((line for line in last.split("\n") if line.startswith("(1) ") and len(line) > 5), None)
+            return f' (1)\nError segment: "{step1[4:]}"\nError reason: the date is wrong. [END]' if step1 else " ?"
+        if "Updated Answer:" in last:
+            k = last.rsplit("Updated Answer:", 1)[1].count("\n(") + 1
+            return f"\n({k}) So tomorrow is {date}.\n(Final response) So the answer is {letter}. [END]"
+        extra = "(2) It is a day in January.\n" if index % 4 == 0 else ""
+        n = 3 if extra else 2
+        return f"\n(1) Today is given in the question.\n{extra}({n}) So tomorrow is {date}.\n(Final response) So the answer is {letter}. [END]"
+
+    return answer
+
+
+@pytest.mark.slow
+def test_date_understanding_collects_rationales_and_fits_against_the_server(tmp_path, monkeypatch):
+    monkeypatch.setenv("DU_TEACHER_KEY", KEY)
+    data = write_du(tmp_path / "du.json", n=16)
+    task = DateUnderstanding(data_path=str(data))
+    server = FakeOpenAI(du_teacher_answers(task))
+    cache = tmp_path / "cache.sqlite"
+    try:
+        teacher = OpenAITeacher(model="du-teacher", base_url=server.base_url, api_key_env="DU_TEACHER_KEY",
+                                cache_path=str(cache))
+        shard = collect(task, teacher, str(tmp_path / "rationales.jsonl"))
+        assert [e.outcome for e in read_shard(shard)] == ["correct"] * 16 and len(server.records) == 16
+
+        config = yaml.safe_load(open(REPO_CONFIG))
+        rollouts = config["trainer"]["callbacks"][-1]["init_args"]
+        rollouts["teacher"]["init_args"] |= {"model": "du-teacher", "base_url": server.base_url,
+                                             "api_key_env": "DU_TEACHER_KEY", "cache_path": str(cache)}
+        task_args = config["data"]["init_args"]["task"]["init_args"]
+        task_args |= {"data_path": str(data), "rationales": str(shard), "num_test_seen": 2}
+        run = tmp_path / "run"
+        config["trainer"]["logger"]["init_args"]["save_dir"] = str(run)
+        config["trainer"] |= {"max_epochs": 3, "enable_progress_bar": False, "enable_model_summary": False}
+        config["model"]["init_args"] |= {"warmup_epochs": 1, "epochs_per_iteration": 1, "max_new_tokens": 40,
+                                         "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                                                  "intermediate_size": 64}}
+        config["data"]["init_args"] |= {"vocab_size": 400, "batch_size": 4}
+        path = tmp_path / "du.yaml"
+        path.write_text(yaml.safe_dump(config))
+        main(["fit", "--config", str(path)])
+    finally:
+        server.close()
+
+    shards = list_shards(run / "interaction_logs")
+    assert sorted(shards) == [1, 2]
+    episodes = read_shard(shards[1])
+    assert len(episodes) == 10  # 16 questions: 4 with 3-step rationales (unseen test), 2 seen test, 10 train
+    assert len(episodes) == len(DateUnderstanding(data_path=str(data), rationales=str(shard),
+                                                  num_test_seen=2).questions("train"))
+    # the tiny policy's wrong attempts went to the teacher for feedback; one this small writes no numbered steps
+    # yet, so the teacher's feedback cannot quote one and the episode is dropped with that reason (never a crash)
+    rollout_requests = len(server.records) - 16
+    wrong = [e for e in episodes if e.outcome != "correct"]
+    assert rollout_requests > 0 and wrong
+    assert all(e.reason.startswith("teacher feedback: off-format") for e in wrong if e.outcome == "dropped")
+    events = EventAccumulator(str(run)).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"teacher/calls", "teacher/cache_hits", "teacher/prompt_tokens", "teacher/latency_mean_s"} <= scalars
+    assert sum(s.value for s in events.Scalars("teacher/calls")) == rollout_requests
+    off_format = sum(s.value for s in events.Scalars("teacher/off_format"))
+    assert off_format == sum(e.reason is not None and "off-format" in e.reason for ep in [episodes, read_shard(shards[2])]
+                             for e in ep)
+    # the key went to the server in a header and nowhere else: not in configs, checkpoints, logs, shards, cache
+    assert server.records[0].headers["Authorization"] == f"Bearer {KEY}"
+    for file in [*run.rglob("*"), cache, shard]:
+        if file.is_file():
+            assert KEY.encode() not in file.read_bytes(), file
+    saved = json.dumps(yaml.safe_load((run / "config.yaml").read_text()))
+    assert "DU_TEACHER_KEY" in saved and KEY not in saved
