@@ -51,7 +51,7 @@ class FakeOpenAI:
                 finally:
                     record.end = time.perf_counter()
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
@@ -82,6 +82,10 @@ class FakeOpenAI:
         choice = {"text": text} if "prompt" in body else {"message": {"role": "assistant", "content": text}}
         usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())}
         _send(handler, 200, json.dumps({"choices": [choice], "usage": usage}).encode())
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default backlog of 5 drops bursts of connections (as real servers do not)
 
 
 def _send(handler: BaseHTTPRequestHandler, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
