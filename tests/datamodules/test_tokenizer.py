@@ -1,3 +1,5 @@
+import pytest
+
 from datamodules.tokenizer import load_tokenizer, train_sentencepiece
 
 
