@@ -14,9 +14,11 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.seed import isolate_rng
 
 from callbacks.evaluation import trajectory_markdown
 from datamodules.interaction_log import Episode, list_shards, shard_path, write_shard
@@ -36,6 +38,8 @@ class OnlineRollouts(Callback):
         max_updates: teacher improvement rounds per trajectory at most (reference: 5).
         num_questions: roll out on the first N training questions only (None: all of them, as the reference).
         num_samples_logged: edited trajectories shown as text in TensorBoard per round.
+        seed: rollouts of iteration k sample with seed ``seed + k`` (the training RNG is left untouched), so a
+            round redone after a resume asks an LLM teacher the same questions and is answered from its cache.
     """
 
     def __init__(
@@ -46,6 +50,7 @@ class OnlineRollouts(Callback):
         max_updates: int = 5,
         num_questions: int | None = None,
         num_samples_logged: int = 3,
+        seed: int = 0,
     ) -> None:
         self.teacher = teacher or ScriptedTeacher()
         self.temperature = temperature
@@ -53,6 +58,7 @@ class OnlineRollouts(Callback):
         self.max_updates = max_updates
         self.num_questions = num_questions
         self.num_samples_logged = num_samples_logged
+        self.seed = seed
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         shards = list_shards(trainer.datamodule.log_dir)
@@ -82,9 +88,11 @@ class OnlineRollouts(Callback):
         datamodule, task = trainer.datamodule, trainer.datamodule.task
         questions = datamodule.train_questions()[: self.num_questions]
         start = time.perf_counter()
-        traces = pl_module.self_improve(
-            task, questions, self.max_rounds, temperature=self.temperature, progress=f"rollouts it{iteration}"
-        )
+        with isolate_rng():
+            torch.manual_seed(self.seed + iteration)
+            traces = pl_module.self_improve(
+                task, questions, self.max_rounds, temperature=self.temperature, progress=f"rollouts it{iteration}"
+            )
         rollout_s = time.perf_counter() - start
         self.teacher.reset_usage()
         try:

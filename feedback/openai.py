@@ -149,16 +149,27 @@ class OpenAITeacher(LLMTeacher):
         return [answers[key] for key in keys]
 
     def _fetch(self, todo: list[tuple[str, dict]], answers: dict[str, str | Dropped]) -> None:
-        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(todo)), thread_name_prefix="teacher")
-        try:
+        """Answer ``todo`` concurrently, caching each answer as it arrives. If the endpoint is gone, requests not yet
+        started are cancelled, those in flight finish (and are cached), then the round fails."""
+        failure: TeacherUnavailable | None = None
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(todo)), thread_name_prefix="teacher") as pool:
             futures = {pool.submit(self._request, payload): key for key, payload in todo}
             for future in as_completed(futures):
-                key, answer = futures[future], future.result()  # TeacherUnavailable propagates: the round fails
-                answers[key] = answer
+                if future.cancelled():
+                    continue
+                try:
+                    answer = future.result()
+                except TeacherUnavailable as error:
+                    if failure is None:
+                        failure = error
+                        for pending in futures:
+                            pending.cancel()
+                    continue
+                answers[futures[future]] = answer
                 if isinstance(answer, str) and self.cache is not None:
-                    self.cache.put(key, {"text": answer})
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+                    self.cache.put(futures[future], {"text": answer})
+        if failure is not None:
+            raise failure
 
     def _payload(self, prompt: str, temperature: float, max_tokens: int) -> dict:
         body = {"model": self.model, "temperature": temperature, "max_tokens": max_tokens, "stop": [END]}

@@ -87,6 +87,9 @@ class FakeOpenAI:
 class _Server(ThreadingHTTPServer):
     request_queue_size = 128  # the default backlog of 5 drops bursts of connections (as real servers do not)
 
+    def handle_error(self, request, client_address) -> None:  # a handler that raised dropped its connection: enough
+        pass
+
 
 def _send(handler: BaseHTTPRequestHandler, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
     handler.send_response(status)

@@ -9,6 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from cli import main
 from datamodules.interaction_log import list_shards, read_shard
+from feedback.base import TeacherUnavailable
 from feedback.collect_rationales import collect
 from feedback.openai import OpenAITeacher
 from tasks.multiple_choice import DateUnderstanding
@@ -40,6 +41,26 @@ def du_teacher_answers(task: DateUnderstanding):
     return answer
 
 
+def tiny_du_config(tmp_path, server, cache, data, shard, run, max_retries=6, max_epochs=3) -> str:
+    """The shipped DU config pointed at the test server and shrunk to seconds; returns the YAML's path."""
+    config = yaml.safe_load(open(REPO_CONFIG))
+    rollouts = config["trainer"]["callbacks"][-1]["init_args"]
+    rollouts["teacher"]["init_args"] |= {"model": "du-teacher", "base_url": server.base_url, "backoff": 0.01,
+                                         "api_key_env": "DU_TEACHER_KEY", "cache_path": str(cache),
+                                         "max_retries": max_retries}
+    task_args = config["data"]["init_args"]["task"]["init_args"]
+    task_args |= {"data_path": str(data), "rationales": str(shard), "num_test_seen": 2}
+    config["trainer"]["logger"]["init_args"]["save_dir"] = str(run)
+    config["trainer"] |= {"max_epochs": max_epochs, "enable_progress_bar": False, "enable_model_summary": False}
+    config["model"]["init_args"] |= {"warmup_epochs": 1, "epochs_per_iteration": 1, "max_new_tokens": 40,
+                                     "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                                              "intermediate_size": 64}}
+    config["data"]["init_args"] |= {"vocab_size": 400, "batch_size": 4}
+    path = tmp_path / f"du-{len(list(tmp_path.glob('du-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
 @pytest.mark.slow
 def test_date_understanding_collects_rationales_and_fits_against_the_server(tmp_path, monkeypatch):
     monkeypatch.setenv("DU_TEACHER_KEY", KEY)
@@ -53,22 +74,8 @@ def test_date_understanding_collects_rationales_and_fits_against_the_server(tmp_
         shard = collect(task, teacher, str(tmp_path / "rationales.jsonl"))
         assert [e.outcome for e in read_shard(shard)] == ["correct"] * 16 and len(server.records) == 16
 
-        config = yaml.safe_load(open(REPO_CONFIG))
-        rollouts = config["trainer"]["callbacks"][-1]["init_args"]
-        rollouts["teacher"]["init_args"] |= {"model": "du-teacher", "base_url": server.base_url,
-                                             "api_key_env": "DU_TEACHER_KEY", "cache_path": str(cache)}
-        task_args = config["data"]["init_args"]["task"]["init_args"]
-        task_args |= {"data_path": str(data), "rationales": str(shard), "num_test_seen": 2}
         run = tmp_path / "run"
-        config["trainer"]["logger"]["init_args"]["save_dir"] = str(run)
-        config["trainer"] |= {"max_epochs": 3, "enable_progress_bar": False, "enable_model_summary": False}
-        config["model"]["init_args"] |= {"warmup_epochs": 1, "epochs_per_iteration": 1, "max_new_tokens": 40,
-                                         "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2,
-                                                  "intermediate_size": 64}}
-        config["data"]["init_args"] |= {"vocab_size": 400, "batch_size": 4}
-        path = tmp_path / "du.yaml"
-        path.write_text(yaml.safe_dump(config))
-        main(["fit", "--config", str(path)])
+        main(["fit", "--config", tiny_du_config(tmp_path, server, cache, data, shard, run)])
     finally:
         server.close()
 
@@ -98,3 +105,40 @@ def test_date_understanding_collects_rationales_and_fits_against_the_server(tmp_
             assert KEY.encode() not in file.read_bytes(), file
     saved = json.dumps(yaml.safe_load((run / "config.yaml").read_text()))
     assert "DU_TEACHER_KEY" in saved and KEY not in saved
+
+
+@pytest.mark.slow
+def test_a_dead_teacher_fails_the_round_and_the_resumed_run_pays_for_nothing_twice(tmp_path):
+    data = write_du(tmp_path / "du.json", n=16)
+    task = DateUnderstanding(data_path=str(data))
+    answers, answered, up = du_teacher_answers(task), [], {"fully": True}
+
+    def flaky(prompt: str) -> str:
+        if len(answered) >= 3 and not up["fully"]:
+            raise ConnectionResetError("teacher died")  # the handler drops the connection: a reset
+        answered.append(prompt)
+        return answers(prompt)
+
+    cache = tmp_path / "cache.sqlite"
+    server = FakeOpenAI(flaky)  # one endpoint (the cache is keyed by it): dies after three answers, then recovers
+    try:
+        shard = collect(task, OpenAITeacher(model="du-teacher", base_url=server.base_url, api_key_env=None,
+                                            cache_path=str(tmp_path / "other.sqlite")), str(tmp_path / "r.jsonl"))
+        answered.clear()
+        up["fully"] = False
+        run = tmp_path / "run"
+        with pytest.raises(TeacherUnavailable, match=r"iteration 1 rollouts failed: .*--ckpt_path last"):
+            main(["fit", "--config", tiny_du_config(tmp_path, server, cache, data, shard, run, max_retries=1)])
+        assert not list_shards(run / "interaction_logs") and len(answered) == 3  # nothing half-written
+        up["fully"] = True
+        before = len(server.records)
+        main(["fit", "--config", tiny_du_config(tmp_path, server, cache, data, shard, run, max_epochs=2),
+              "--ckpt_path", "last"])
+        resumed = [r.body["prompt"] for r in server.records[before:]]
+    finally:
+        server.close()
+    events = EventAccumulator(str(run)).Reload()
+    # the same rollouts (seeded) asked the same questions: the 3 answered before the failure came from the cache
+    assert events.Scalars("teacher/cache_hits")[-1].value == 3
+    assert events.Scalars("teacher/calls")[-1].value == len(resumed) and not set(answered[:3]) & set(resumed)
+    assert sorted(list_shards(run / "interaction_logs")) == [1]
