@@ -43,8 +43,16 @@ def resolve(path: str) -> Path:
     return p if p.is_absolute() else (REPO_ROOT / p).resolve()
 
 
-def load_choices(path: Path) -> list[tuple[str, list[str], int]]:
-    """``(input, options, gold index)`` of every example of a BIG-bench multiple-choice task file."""
+HUB_PREFIX = "hf:"
+
+
+def load_choices(path: Path | str) -> list[tuple[str, list[str], int]]:
+    """``(input, options, gold index)`` of every example of a BIG-bench multiple-choice task file, or of a hub
+    dataset in BIG-bench's Hugging Face layout, written ``hf:<name>/<config>`` (e.g.
+    ``hf:tasksource/bigbench/date_understanding``; train and validation splits, in that order)."""
+    if str(path).startswith(HUB_PREFIX):
+        return _hub_choices(str(path)[len(HUB_PREFIX) :])
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"BIG-bench task file not found at {path}; set the task's data path "
                                 "(--data.init_args.task.init_args.data_dir / data_path)")
@@ -66,6 +74,33 @@ def load_choices(path: Path) -> list[tuple[str, list[str], int]]:
         options = list(scores)
         rows.append((example["input"].strip(), options, options.index(best[0])))
     return rows
+
+
+def _hub_choices(spec: str) -> list[tuple[str, list[str], int]]:
+    name, _, config = spec.rpartition("/")
+    if not name or not config:
+        raise ValueError(f"{HUB_PREFIX}{spec}: expected hf:<dataset name>/<config>")
+    from datasets import load_dataset  # only for hub sources: importing datasets costs seconds
+
+    rows = []
+    for split in ("train", "validation"):
+        try:
+            data = load_dataset(name, config, split=split)
+        except Exception as error:  # noqa: BLE001 - datasets raises many types; all mean "cannot load this source"
+            raise FileNotFoundError(f"cannot load {HUB_PREFIX}{spec} (split {split}): {error}; offline, use the "
+                                    "BIG-bench task.json file instead") from error
+        for index, row in enumerate(data):
+            options, scores = row.get("multiple_choice_targets"), row.get("multiple_choice_scores")
+            if not (isinstance(row.get("inputs"), str) and options and scores and scores.count(1) == 1):
+                raise ValueError(f"{HUB_PREFIX}{spec}[{split}]:row {index}: expected 'inputs', "
+                                 "'multiple_choice_targets' and 'multiple_choice_scores' with exactly one 1")
+            rows.append((_strip_bigbench(row["inputs"]), list(options), scores.index(1)))
+    return rows
+
+
+def _strip_bigbench(text: str) -> str:
+    """HF BIG-bench inputs end in "\nA:" and may carry a task prefix line: keep the question itself."""
+    return text.strip().removesuffix("A:").strip().removeprefix("Q:").strip()
 
 
 def letter(index: int) -> str:
@@ -138,7 +173,8 @@ class DateUnderstanding(MultipleChoiceTask):
     """BIG-bench date understanding (369 questions, 5–6 options).
 
     Args:
-        data_path: BIG-bench's ``date_understanding`` task.json.
+        data_path: BIG-bench's ``date_understanding`` task.json, or ``hf:<name>/<config>`` for a hub copy in
+            BIG-bench's Hugging Face layout (e.g. ``hf:tasksource/bigbench/date_understanding``).
         rationales: the collection shard written by ``python -m feedback.collect_rationales`` (teacher rationales;
             those that chose the gold option become the gold rationales). Needed for both splits, since a
             question's bucket is the length of its rationale.
@@ -151,7 +187,7 @@ class DateUnderstanding(MultipleChoiceTask):
 
     def __init__(self, data_path: str = f"{DEFAULT_DATA_DIR}/date_understanding.json", rationales: str | None = None,
                  num_test_seen: int = 55, seed: int = 0) -> None:
-        self.data_path = resolve(data_path)
+        self.data_path = data_path if data_path.startswith(HUB_PREFIX) else resolve(data_path)
         rng = random.Random(f"{self.name}/{seed}")
         self._pool = [self._make_question(f"du-{i:04d}", text, options, gold, "pool", True, rng)
                       for i, (text, options, gold) in enumerate(load_choices(self.data_path))]

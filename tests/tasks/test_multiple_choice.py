@@ -127,3 +127,28 @@ def test_logical_deduction_splits_by_object_count(tmp_path):
     assert task.is_correct(q, good) and not task.is_correct(q, "(1) Hm.\n(Final response) So the answer is " + q.answer + ".")
     with pytest.raises(ValueError, match="more test questions than"):
         LogicalDeduction(data_dir=str(tmp_path), num_test_seen=4, num_test_unseen=11)
+
+
+def test_a_hub_copy_in_bigbench_layout_loads_through_datasets(monkeypatch):
+    import datasets
+
+    splits = {"train": [{"inputs": "Q: Today is Jan 1, 2020. What is the date tomorrow?\n  A:",
+                         "multiple_choice_targets": ["01/05/2020", "01/02/2020"], "multiple_choice_scores": [0, 1]}],
+              "validation": [{"inputs": "Yesterday was Jan 1, 2020. What is today?",
+                              "multiple_choice_targets": ["01/02/2020", "01/09/2020"], "multiple_choice_scores": [1, 0]}]}
+    calls = []
+
+    def fake_load_dataset(name, config, split):
+        calls.append((name, config, split))
+        return datasets.Dataset.from_list(splits[split])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    task = DateUnderstanding(data_path="hf:tasksource/bigbench/date_understanding")
+    assert calls == [("tasksource/bigbench", "date_understanding", "train"),
+                     ("tasksource/bigbench", "date_understanding", "validation")]
+    first, second = task.pool()
+    assert first.question.startswith("Today is Jan 1, 2020. What is the date tomorrow?\nOptions:\n")
+    assert task.option_text(first, first.answer) == "01/02/2020" and task.option_text(second, second.answer) == "01/02/2020"
+    splits["train"][0]["multiple_choice_scores"] = [0, 0]
+    with pytest.raises(ValueError, match=r"\[train\]:row 0: expected 'inputs'"):
+        DateUnderstanding(data_path="hf:tasksource/bigbench/date_understanding")
