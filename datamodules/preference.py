@@ -5,7 +5,8 @@ Every preference triple ``(x, y_w, y_l)`` becomes one episode: prompt ``x``, tur
 ``y_w``) and the reward model's (w, l) pair. Exact scores, where a task has them, go in ``scores["quality"]``
 as ``[reference, response]``.
 
-Sources are a Hugging Face hub name (``Anthropic/hh-rlhf``, ``openai/summarize_from_feedback``), read through
+Sources are a Hugging Face hub name (``Anthropic/hh-rlhf``, ``openai/summarize_from_feedback:comparisons``, i.e.
+``name:config``), read through
 ``datasets``, or local ``.json``/``.jsonl`` files. Local rows are parsed here line by line, so a bad row is reported
 as ``file:line: what is wrong``; a hub row as ``name[split]:row N``. PIT splits the training data into three equal
 folds, for SFT, the reward model and RL (reference pit.md §3.1): ``three_folds`` does that with a seeded shuffle.
@@ -55,8 +56,9 @@ def rows(source: str, split: str = "train") -> Iterator[tuple[str, dict]]:
         return
     from datasets import load_dataset  # only for hub sources: importing datasets costs seconds
 
+    name, _, config = source.partition(":")  # "openai/summarize_from_feedback:comparisons"
     try:
-        dataset = load_dataset(source, split=split)
+        dataset = load_dataset(name, config or None, split=split)
     except Exception as error:  # noqa: BLE001 - datasets raises many types; all mean "cannot load this source"
         raise FileNotFoundError(f"cannot load preference data {source!r} (split {split!r}): {error}. Offline, pass a "
                                 "local .jsonl file instead") from error
@@ -115,7 +117,7 @@ def hh_rlhf(source: str = "Anthropic/hh-rlhf", split: str = "train", limit: int 
     return prefs
 
 
-def tldr(source: str = "openai/summarize_from_feedback", split: str = "train", limit: int | None = None) -> list[Preference]:
+def tldr(source: str = "openai/summarize_from_feedback:comparisons", split: str = "train", limit: int | None = None) -> list[Preference]:
     """TL;DR comparisons: ``info`` (post, title, subreddit), two ``summaries`` and the human ``choice`` (0 or 1)."""
     prefs = []
     for where, row in rows(source, split):
@@ -148,3 +150,77 @@ def three_folds(prefs: list[Preference], seed: int = 0) -> dict[str, list[Prefer
     if size == 0:
         raise ValueError(f"{len(prefs)} preference pairs cannot make three folds")
     return {fold: [prefs[i] for i in order[k * size : (k + 1) * size]] for k, fold in enumerate(FOLDS)}
+
+
+# ---- sources, as config classes (``class_path: datamodules.preference.ConstrainedLists`` ...) ---------------------
+
+
+class PreferenceSource:
+    """Where preference pairs come from; ``score`` is the exact quality where the task has one (else None)."""
+
+    name: str
+
+    def load(self) -> list[Preference]:
+        raise NotImplementedError
+
+    def score(self, prompt: str, response: str) -> float | None:
+        return None
+
+
+class ConstrainedLists(PreferenceSource):
+    """The offline synthetic task (``tasks.constrained_lists``): exact score = fraction of five constraints met.
+
+    Args:
+        num_pairs: preference pairs generated (split into three folds).
+        seed: generator seed.
+    """
+
+    name = "constrained_lists"
+
+    def __init__(self, num_pairs: int = 3000, seed: int = 0) -> None:
+        self.num_pairs, self.seed = num_pairs, seed
+
+    def load(self) -> list[Preference]:
+        return constrained_lists(self.num_pairs, self.seed)
+
+    def score(self, prompt: str, response: str) -> float | None:
+        from tasks.constrained_lists import score
+
+        return score(prompt, response)
+
+
+class HHRLHF(PreferenceSource):
+    """Anthropic HH-RLHF (``chosen``/``rejected`` dialogues).
+
+    Args:
+        source: hub name or a local ``.jsonl``/``.json`` file.
+        split: hub split.
+        limit: first N usable pairs only (None: all).
+    """
+
+    name = "hh_rlhf"
+
+    def __init__(self, source: str = "Anthropic/hh-rlhf", split: str = "train", limit: int | None = None) -> None:
+        self.source, self.split, self.limit = source, split, limit
+
+    def load(self) -> list[Preference]:
+        return hh_rlhf(self.source, self.split, self.limit)
+
+
+class TLDR(PreferenceSource):
+    """OpenAI TL;DR comparisons (``info``, two ``summaries``, ``choice``).
+
+    Args:
+        source: hub name and config (``openai/summarize_from_feedback:comparisons``) or a local file.
+        split: hub split.
+        limit: first N pairs only (None: all).
+    """
+
+    name = "tldr"
+
+    def __init__(self, source: str = "openai/summarize_from_feedback:comparisons", split: str = "train",
+                 limit: int | None = None) -> None:
+        self.source, self.split, self.limit = source, split, limit
+
+    def load(self) -> list[Preference]:
+        return tldr(self.source, self.split, self.limit)

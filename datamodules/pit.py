@@ -1,0 +1,172 @@
+"""The DataModule PIT trains from: preference folds as interaction logs, tokenised for each PIT stage.
+
+PIT's inputs are one template (reference pit.md §7), shared by the policy and the reward model so the reward model
+scores exactly what the policy writes::
+
+    T(x, y_ref) = "{x}\\n\\n### Original response:\\n{y_ref}\\n\\n### Improved response:\\n"
+
+* ``rm``: each pair (x, y_w, y_l) gives the four sequences ``T(x,y_l)+y_w``, ``T(x,y_w)+y_w``, ``T(x,y_l)+y_l``,
+  ``T(x,y_w)+y_l`` (the orderings (w,l), (w,w), (l,l), (l,w) of the gap loss), from the reward-model fold;
+* ``sft``: ``T(x, y_l) + y_w + EOS``, loss on the response and EOS only, from the SFT fold;
+
+The folds are written once, as interaction-log shards ``{log_dir}/preferences/{sft,rm,rl}.jsonl``, and read back
+from there: the logs are the contract, and a rerun uses the very same split.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from datamodules.interaction_log import Episode, read_shard, write_shard
+from datamodules.preference import FOLDS, PreferenceSource, three_folds
+from datamodules.tokenizer import load_tokenizer, train_sentencepiece
+from datamodules.tripost import collate, length_grouped_batches
+
+TEMPLATE = "{x}\n\n### Original response:\n{y_ref}\n\n### Improved response:\n"
+#: the four reward-model inputs of a pair, as (response, reference)
+RM_ORDERINGS = (("w", "l"), ("w", "w"), ("l", "l"), ("l", "w"))
+
+
+def pit_prompt(x: str, y_ref: str) -> str:
+    """``T(x, y_ref)``: what the PIT policy continues and what the reward model reads before the response."""
+    return TEMPLATE.format(x=x, y_ref=y_ref.strip())
+
+
+def pair_of(episode: Episode) -> tuple[str, str, str]:
+    """``(x, y_w, y_l)`` of a preference episode (turns: reference = y_l, response = y_w)."""
+    roles = [t.role for t in episode.turns]
+    if roles != ["reference", "response"]:
+        raise ValueError(f"episode {episode.id}: a preference episode has turns reference, response; got {roles}")
+    return episode.prompt, episode.turns[1].text, episode.turns[0].text
+
+
+class PITDataModule(LightningDataModule):
+    """Preference folds for PIT's stages.
+
+    Args:
+        preferences: the source (``datamodules.preference.ConstrainedLists`` offline, ``HHRLHF``, ``TLDR``).
+        stage: which PIT stage this run trains: ``rm`` (reward model), ``sft`` (policy SFT) or ``rl``.
+        log_dir: folder of the fold shards and the trained tokenizer; default ``{trainer.log_dir}``. Point the stages
+            of one experiment at the same folder so they share folds and tokenizer.
+        tokenizer: a Hugging Face tokenizer path; None trains a sentencepiece tokenizer on the preference text.
+        vocab_size: vocabulary size of the trained tokenizer.
+        batch_size: pairs (rm) or examples (sft) per step.
+        val_fraction: share of the stage's fold held out for validation.
+        max_length: longer sequences are dropped (counted).
+        seed: seeds the folds, the held-out split and batch order.
+    """
+
+    def __init__(self, preferences: PreferenceSource, stage: Literal["rm", "sft", "rl"] = "sft",
+                 log_dir: str | None = None, tokenizer: str | None = None, vocab_size: int = 1000,
+                 batch_size: int = 16, val_fraction: float = 0.1, max_length: int = 512, seed: int = 0) -> None:
+        super().__init__()
+        self.preferences, self.stage = preferences, stage
+        self._log_dir, self.tokenizer_path, self.vocab_size = log_dir, tokenizer, vocab_size
+        self.batch_size, self.val_fraction, self.max_length, self.seed = batch_size, val_fraction, max_length, seed
+        self.tokenizer: PreTrainedTokenizerBase | None = None
+        self.folds: dict[str, list[Episode]] = {}
+
+    @property
+    def log_dir(self) -> Path:
+        if self._log_dir is not None:
+            return Path(self._log_dir)
+        return Path((self.trainer.log_dir if self.trainer is not None else None) or ".")
+
+    def setup(self, stage: str) -> None:
+        if not self.folds:
+            self.folds = self._folds()
+        if self.tokenizer is None:
+            self.tokenizer = self._build_tokenizer()
+
+    def _folds(self) -> dict[str, list[Episode]]:
+        folder = self.log_dir / "preferences"
+        paths = {fold: folder / f"{fold}.jsonl" for fold in FOLDS}
+        if not all(p.exists() for p in paths.values()):
+            if self.trainer is None or self.trainer.is_global_zero:
+                folds = three_folds(self.preferences.load(), self.seed)
+                for fold, path in paths.items():
+                    if not path.exists():
+                        write_shard(path, [p.episode(self.preferences.name) for p in folds[fold]])
+            if self.trainer is not None:
+                self.trainer.strategy.barrier("preference folds")
+        return {fold: read_shard(path) for fold, path in paths.items()}
+
+    def _build_tokenizer(self) -> PreTrainedTokenizerBase:
+        if self.tokenizer_path is not None:
+            return load_tokenizer(self.tokenizer_path)
+        folder = self.log_dir / "tokenizer"
+        if (folder / "tokenizer.model").exists():
+            return load_tokenizer(folder)
+        corpus = [pit_prompt(x, l) + w for x, w, l in map(pair_of, self.folds["sft"] + self.folds["rm"])]
+        return train_sentencepiece(corpus, self.vocab_size, folder, [TEMPLATE.split("{y_ref}")[1]], split_digits=True)
+
+    # ---- examples ------------------------------------------------------------------------------------------------
+
+    def split(self, fold: str) -> tuple[list[Episode], list[Episode]]:
+        """``(train, validation)`` episodes of ``fold``, the validation share seeded."""
+        episodes = list(self.folds[fold])
+        random.Random(f"val/{self.seed}").shuffle(episodes)
+        n_val = int(len(episodes) * self.val_fraction)
+        return episodes[n_val:], episodes[:n_val]
+
+    def encode_scored(self, prompt: str, response: str) -> dict[str, torch.Tensor]:
+        """``T(...) + response`` for the reward model (no EOS: the score is read at the last response token)."""
+        ids = self.tokenizer.encode(prompt, add_special_tokens=True) + self.tokenizer.encode(response, add_special_tokens=False)
+        return {"input_ids": torch.tensor(ids), "loss_weights": torch.ones(len(ids))}
+
+    def encode_sft(self, prompt: str, response: str) -> dict[str, torch.Tensor]:
+        """``T(x, y_ref) + y + EOS`` with loss weights 1 on the response and EOS, 0 on the prompt."""
+        p = self.tokenizer.encode(prompt, add_special_tokens=True)
+        r = self.tokenizer.encode(response, add_special_tokens=False) + [self.tokenizer.eos_token_id]
+        return {"input_ids": torch.tensor(p + r), "loss_weights": torch.tensor([0.0] * len(p) + [1.0] * len(r))}
+
+    def rm_items(self, episodes: Sequence[Episode]) -> list[list[dict[str, torch.Tensor]]]:
+        """Per pair, the four encoded orderings (w,l), (w,w), (l,l), (l,w)."""
+        items = []
+        for x, w, l in map(pair_of, episodes):
+            text = {"w": w, "l": l}
+            items.append([self.encode_scored(pit_prompt(x, text[ref]), text[resp]) for resp, ref in RM_ORDERINGS])
+        return items
+
+    # ---- loaders -------------------------------------------------------------------------------------------------
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(train=False)
+
+    def _loader(self, train: bool) -> DataLoader:
+        if self.stage == "rl":
+            raise NotImplementedError("the rl stage's loaders belong to the PIT policy's rollout buffer")
+        episodes = self.split(self.stage)[0 if train else 1]
+        pad = self.tokenizer.pad_token_id
+        if self.stage == "rm":
+            groups = [g for g in self.rm_items(episodes) if max(len(i["input_ids"]) for i in g) <= self.max_length]
+            lengths = [max(len(i["input_ids"]) for i in g) for g in groups]
+            make = lambda batch: _rm_collate([groups[i] for i in batch], pad)  # noqa: E731
+        else:
+            groups = [self.encode_sft(pit_prompt(x, l), w) for x, w, l in map(pair_of, episodes)]
+            groups = [g for g in groups if len(g["input_ids"]) <= self.max_length]
+            lengths = [len(g["input_ids"]) for g in groups]
+            make = lambda batch: collate([groups[i] for i in batch], pad)  # noqa: E731
+        dropped = len(episodes) - len(groups)
+        if dropped:
+            rank_zero_info(f"{self.stage}: dropped {dropped} of {len(episodes)} pairs longer than max_length={self.max_length}")
+        epoch = self.trainer.current_epoch if self.trainer is not None and train else 0
+        batches = length_grouped_batches(lengths, self.batch_size, self.seed + epoch)
+        return DataLoader([make(b) for b in batches], batch_size=None, shuffle=False)
+
+
+def _rm_collate(groups: Sequence[list[dict[str, torch.Tensor]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """``[4B, T]``: rows 4i..4i+3 are pair i's orderings (w,l), (w,w), (l,l), (l,w)."""
+    return collate([item for group in groups for item in group], pad_id)

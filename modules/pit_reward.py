@@ -1,0 +1,130 @@
+"""PIT's reward model R_PIT(x, y, y_ref): how much better ``y`` is than the reference ``y_ref`` (reference pit.md §2).
+
+A transformer with a scalar head reads ``T(x, y_ref) + y`` (``datamodules.pit.pit_prompt``) and outputs the gap
+reward at the last token. From each preference triple (x, y_w, y_l) it scores four orderings,
+``r_wl = R(x, y_w, y_l)``, ``r_ww``, ``r_ll``, ``r_lw``, and learns the order
+
+    r_wl  >  r_ww ≈ r_ll  >  r_lw
+
+with the five pairwise log-sigmoid terms of the paper's Eq. 2 (no term between r_ww and r_ll, which should tie)::
+
+    L = -[ log σ(r_wl - r_ww) + log σ(r_wl - r_ll) + log σ(r_wl - r_lw) + log σ(r_ww - r_lw) + log σ(r_ll - r_lw) ]
+
+averaged over pairs. Validation reports how often each of the five orderings holds, and the plain pairwise accuracy
+r_wl > r_lw (torchmetrics).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torchmetrics import MeanMetric
+from transformers import AutoModelForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
+
+from modules.tripost import TinyLlama
+
+#: the five ordered comparisons (better, worse) of the gap loss, by index into (r_wl, r_ww, r_ll, r_lw)
+ORDERINGS = {"wl>ww": (0, 1), "wl>ll": (0, 2), "wl>lw": (0, 3), "ww>lw": (1, 3), "ll>lw": (2, 3)}
+
+
+def pit_reward_loss(rewards: torch.Tensor) -> torch.Tensor:
+    """The five-term gap loss; ``rewards``: [B, 4] as (r_wl, r_ww, r_ll, r_lw)."""
+    terms = [F.logsigmoid(rewards[:, a] - rewards[:, b]) for a, b in ORDERINGS.values()]
+    return -torch.stack(terms, dim=1).sum(dim=1).mean()
+
+
+def last_token_scores(values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``values`` [B, T] read at each row's last real token (right padding) -> [B]."""
+    last = attention_mask.sum(dim=1) - 1
+    return values.gather(1, last.unsqueeze(1)).squeeze(1)
+
+
+class PITRewardModel(LightningModule):
+    """R_PIT: a causal-LM backbone with a scalar head over ``T(x, y_ref) + y``, trained with the gap loss.
+
+    Args:
+        model: a Hugging Face model path for the backbone (loaded as a sequence classifier with one label);
+            None builds ``tiny`` from scratch with the DataModule's tokenizer.
+        tiny: dimensions of the from-scratch backbone.
+        lr: peak learning rate (the paper: 3e-4).
+        weight_decay: AdamW weight decay.
+        warmup_ratio: share of training spent warming the learning rate up, then cosine decay to 10%.
+        export_dir: where ``on_fit_end`` saves the model and tokenizer (``save_pretrained``); default
+            ``{trainer.log_dir}/reward_model``. The PIT policy's RL stage loads it from there.
+    """
+
+    def __init__(self, model: str | None = None, tiny: TinyLlama | None = None, lr: float = 3e-4,
+                 weight_decay: float = 0.0, warmup_ratio: float = 0.1, export_dir: str | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.tiny = tiny or TinyLlama()
+        self.model = None
+        self.val_metrics = torch.nn.ModuleDict({name.replace(">", "_gt_"): MeanMetric() for name in [*ORDERINGS, "pairwise"]})
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        tok = self.trainer.datamodule.tokenizer
+        if self.hparams.model is None:
+            t = self.tiny
+            config = LlamaConfig(vocab_size=len(tok), hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
+                                 num_hidden_layers=t.num_layers, num_attention_heads=t.num_heads,
+                                 num_key_value_heads=t.num_heads, max_position_embeddings=t.max_position_embeddings,
+                                 num_labels=1, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                                 eos_token_id=tok.eos_token_id)
+            self.model = LlamaForSequenceClassification(config)
+        else:
+            self.model = AutoModelForSequenceClassification.from_pretrained(self.hparams.model, num_labels=1)
+            self.model.config.pad_token_id = tok.pad_token_id
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Gap rewards [B] of right-padded sequences [B, T] (read at the last real token, whatever the pad id)."""
+        hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return last_token_scores(self.model.score(hidden).squeeze(-1), attention_mask)
+
+    def _rewards(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self(batch["input_ids"], batch["attention_mask"]).view(-1, 4)  # [B, 4]: wl, ww, ll, lw
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        rewards = self._rewards(batch)
+        loss = pit_reward_loss(rewards)
+        pairs = len(rewards)
+        self.log("rm/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=pairs)
+        self.log("rm/train_pairwise_acc", (rewards[:, 0] > rewards[:, 3]).float().mean(), on_epoch=True, batch_size=pairs)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        rewards = self._rewards(batch)
+        self.log("rm/val_loss", pit_reward_loss(rewards), batch_size=len(rewards))
+        for name, (a, b) in ORDERINGS.items():
+            self.val_metrics[name.replace(">", "_gt_")].update((rewards[:, a] > rewards[:, b]).float())
+        self.val_metrics["pairwise"].update((rewards[:, 0] > rewards[:, 3]).float())
+
+    def on_validation_epoch_end(self) -> None:
+        for name, metric in self.val_metrics.items():
+            self.log(f"rm/val_acc_{name.replace('_gt_', '>')}", metric.compute())
+            metric.reset()
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = max(1, self.trainer.estimated_stepping_batches)
+        warm = max(1, int(total * self.hparams.warmup_ratio))
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            progress = min(1.0, (step - warm) / max(1, total - warm))
+            return 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item())
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_fit_end(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        from pathlib import Path
+
+        out = Path(self.hparams.export_dir or Path(self.trainer.log_dir or ".") / "reward_model")
+        self.model.save_pretrained(out)
+        self.trainer.datamodule.tokenizer.save_pretrained(out)
