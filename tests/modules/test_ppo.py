@@ -1,0 +1,61 @@
+"""PPO pieces against hand-computed tensors."""
+
+import math
+
+import torch
+
+from modules.ppo import entropy, gae, policy_loss, shaped_rewards, token_logprobs, value_loss, whiten
+
+
+def test_token_logprobs_pick_the_next_token():
+    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [1 / 3, 1 / 3, 1 / 3]]]))
+    ids = torch.tensor([[0, 1, 2]])  # position 0 predicts 1 (p=.25), position 1 predicts 2 (p=.1)
+    assert torch.allclose(token_logprobs(logits, ids), torch.log(torch.tensor([[0.25, 0.1]])))
+    assert torch.allclose(entropy(logits)[0, 0], torch.tensor(-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25))))
+
+
+def test_shaped_rewards_charge_kl_per_token_and_pay_the_score_at_the_end():
+    logp = torch.tensor([[-1.0, -1.0, -2.0, -1.0, 0.0]])
+    ref = torch.tensor([[-1.5, -1.0, -1.0, -1.5, 0.0]])
+    mask = torch.tensor([[0.0, 1.0, 1.0, 1.0, 0.0]])  # response = positions 1..3, then padding
+    rewards, kl = shaped_rewards(torch.tensor([2.0]), logp, ref, mask, kl_coef=0.1)
+    assert torch.allclose(kl, torch.tensor([[0.0, 0.0, -1.0, 0.5, 0.0]]))
+    assert torch.allclose(rewards, torch.tensor([[0.0, 0.0, 0.1, -0.05 + 2.0, 0.0]]))
+
+
+def test_gae_by_hand():
+    # one row, response at positions 1..3; gamma = 0.9, lam = 0.5
+    rewards = torch.tensor([[0.0, 0.0, 0.0, 1.0, 0.0]])
+    values = torch.tensor([[9.0, 0.5, 0.6, 0.7, 9.0]])
+    mask = torch.tensor([[0.0, 1.0, 1.0, 1.0, 0.0]])
+    adv, ret = gae(rewards, values, mask, gamma=0.9, lam=0.5)
+    d3 = 1.0 + 0.9 * 0 - 0.7          # 0.3
+    d2 = 0.0 + 0.9 * 0.7 - 0.6        # 0.03
+    d1 = 0.0 + 0.9 * 0.6 - 0.5        # 0.04
+    a3, a2 = d3, d2 + 0.45 * d3
+    a1 = d1 + 0.45 * a2
+    assert torch.allclose(adv, torch.tensor([[0.0, a1, a2, a3, 0.0]]), atol=1e-6)
+    assert torch.allclose(ret, torch.tensor([[0.0, a1 + 0.5, a2 + 0.6, a3 + 0.7, 0.0]]), atol=1e-6)
+
+
+def test_clipped_surrogate_and_clip_fraction_by_hand():
+    old = torch.zeros(1, 3)
+    new = torch.log(torch.tensor([[1.5, 0.5, 1.1]]))  # ratios 1.5, 0.5, 1.1
+    adv = torch.tensor([[1.0, 1.0, -2.0]])
+    mask = torch.ones(1, 3)
+    loss, clipfrac = policy_loss(new, old, adv, mask, clip=0.2)
+    # token 0: min(1.5, 1.2) = 1.2; token 1: min(0.5, 0.8) = 0.5; token 2: min(-2.2, -2.2) = -2.2
+    assert math.isclose(loss.item(), -(1.2 + 0.5 - 2.2) / 3, rel_tol=1e-6)
+    assert math.isclose(clipfrac.item(), 2 / 3, rel_tol=1e-6)
+
+
+def test_value_loss_takes_the_worse_of_clipped_and_unclipped():
+    values, old, returns = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0]]), torch.tensor([[2.0, 0.1]])
+    loss = value_loss(values, old, returns, torch.ones(1, 2), clip=0.2)
+    # token 0: max((1-2)^2, (0.2-2)^2) = 3.24; token 1: max(0.01, 0.01)
+    assert math.isclose(loss.item(), 0.5 * (3.24 + 0.01) / 2, rel_tol=1e-6)
+
+
+def test_whitening_uses_masked_entries_only():
+    x, mask = torch.tensor([[1.0, 3.0, 100.0]]), torch.tensor([[1.0, 1.0, 0.0]])
+    assert torch.allclose(whiten(x, mask), torch.tensor([[-1.0, 1.0, 0.0]]), atol=1e-4)
