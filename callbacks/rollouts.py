@@ -23,15 +23,21 @@ from lightning.pytorch.utilities.seed import isolate_rng
 from callbacks.evaluation import trajectory_markdown
 from datamodules.interaction_log import Episode, list_shards, shard_path, write_shard
 from feedback.base import Teacher, TeacherUnavailable
-from feedback.editing import edit_traces
+from feedback.reward_model import RewardModelJudge
 from feedback.scripted import ScriptedTeacher
 
 
 class OnlineRollouts(Callback):
-    """Roll out the policy, have the teacher edit the trajectories, and write the next iteration's shard.
+    """Roll out the policy, have the teacher (or judge) give feedback, and write the next iteration's shard.
+
+    When: at the end of each stage the module reports (``finished_stage``), and before the first epoch for modules
+    that train on rollouts from the start (``rollouts_before_training``: PIT's RL). What a rollout is belongs to
+    the module (``collect_rollouts``); this callback keeps the shards, resume, ranks and logging.
 
     Args:
-        teacher: who writes feedback and improvements (``feedback.ScriptedTeacher`` for verifiable tasks).
+        teacher: TriPosT: who writes feedback and improvements (``feedback.scripted.ScriptedTeacher``,
+            ``feedback.openai.OpenAITeacher``, ...). PIT: the judge scoring improvements
+            (``feedback.reward_model.RewardModelJudge``).
         temperature: sampling temperature of the rollouts (the reference samples at 1.0; 0 is greedy).
         max_rounds: self-improvement rounds the policy runs per question before editing (attempt, own
             feedback, own update); the warm-up model writes attempts only.
@@ -44,7 +50,7 @@ class OnlineRollouts(Callback):
 
     def __init__(
         self,
-        teacher: Teacher | None = None,
+        teacher: Teacher | RewardModelJudge | None = None,
         temperature: float = 1.0,
         max_rounds: int = 2,
         max_updates: int = 5,
@@ -61,10 +67,10 @@ class OnlineRollouts(Callback):
         self.seed = seed
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        shards = list_shards(trainer.datamodule.log_dir)
+        shards = list_shards(trainer.datamodule.rollout_dir)
         if shards and trainer.ckpt_path is None:
             raise FileExistsError(
-                f"{trainer.datamodule.log_dir} already holds interaction-log shards {sorted(shards)} from an earlier "
+                f"{trainer.datamodule.rollout_dir} already holds interaction-log shards {sorted(shards)} from an earlier "
                 "run. Resume it with --ckpt_path last, or start a new run in another directory "
                 "(--trainer.logger.init_args.save_dir, or --data.init_args.log_dir)."
             )
@@ -73,8 +79,11 @@ class OnlineRollouts(Callback):
         stage = pl_module.finished_stage(trainer.current_epoch)
         if stage is None or stage >= pl_module.num_iterations:
             return
-        iteration, datamodule = stage + 1, trainer.datamodule
-        path = shard_path(datamodule.log_dir, iteration)
+        self._round(trainer, pl_module, stage + 1)
+
+    def _round(self, trainer: Trainer, pl_module: LightningModule, iteration: int) -> None:
+        datamodule = trainer.datamodule
+        path = shard_path(datamodule.rollout_dir, iteration)
         if path.exists():
             rank_zero_info(f"iteration {iteration}: reusing existing shard {path} (resumed run)")
         elif trainer.is_global_zero:
@@ -85,33 +94,25 @@ class OnlineRollouts(Callback):
         datamodule.use_iteration(iteration)
 
     def collect(self, trainer: Trainer, pl_module: LightningModule, iteration: int) -> list[Episode]:
-        datamodule, task = trainer.datamodule, trainer.datamodule.task
-        questions = datamodule.train_questions()[: self.num_questions]
+        """The module decides what a rollout is (TriPosT: self-improvement traces edited by the teacher; PIT:
+        improvements of references scored by the reward model); seeded per iteration, timed, usage logged."""
+        self.teacher.reset_usage()
         start = time.perf_counter()
         with isolate_rng():
             torch.manual_seed(self.seed + iteration)
-            traces = pl_module.self_improve(
-                task, questions, self.max_rounds, temperature=self.temperature, progress=f"rollouts it{iteration}"
-            )
-        rollout_s = time.perf_counter() - start
-        self.teacher.reset_usage()
-        try:
-            episodes = edit_traces(
-                task,
-                self.teacher,
-                questions,
-                [(t.attempts, t.feedbacks) for t in traces],
-                iteration=iteration,
-                prompts=[task.prompt(q) for q in questions],
-                max_updates=self.max_updates,
-            )
-        except TeacherUnavailable as error:  # nothing is written: the resumed run redoes this round (cached calls)
-            raise TeacherUnavailable(f"iteration {iteration} rollouts failed: {error}") from None
-        pl_module.log("time/rollout_s", rollout_s, rank_zero_only=True)
-        pl_module.log("time/teacher_s", time.perf_counter() - start - rollout_s, rank_zero_only=True)
+            try:
+                episodes = pl_module.collect_rollouts(trainer.datamodule, iteration, self)
+            except TeacherUnavailable as error:  # nothing is written: the resumed run redoes this round (cached)
+                raise TeacherUnavailable(f"iteration {iteration} rollouts failed: {error}") from None
+        pl_module.log("time/rollouts_total_s", time.perf_counter() - start, rank_zero_only=True)
         for name, value in self.teacher.usage().items():
             pl_module.log(f"teacher/{name}", value, rank_zero_only=True)
         return episodes
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Modules that train on rollouts from the first epoch on (PIT's RL) get iteration 1 collected here."""
+        if pl_module.rollouts_before_training and trainer.current_epoch == 0:
+            self._round(trainer, pl_module, 1)
 
     def _log(self, trainer: Trainer, pl_module: LightningModule, episodes: list[Episode], iteration: int) -> None:
         outcomes = Counter(e.outcome for e in episodes)

@@ -88,6 +88,11 @@ class TriPosTDataModule(LightningDataModule):
         root = self.trainer.log_dir if self.trainer is not None else None
         return Path(root or ".") / "interaction_logs"
 
+    @property
+    def rollout_dir(self) -> Path:
+        """Where the rollout callback writes iteration shards: the log folder itself."""
+        return self.log_dir
+
     def setup(self, stage: str) -> None:
         if self.tokenizer is None:
             self.tokenizer = self._build_tokenizer()

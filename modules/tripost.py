@@ -9,6 +9,7 @@ The rollout callback (``callbacks/rollouts.py``) collects and edits trajectories
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,9 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
+from datamodules.interaction_log import Episode
+from feedback.base import Teacher
+from feedback.editing import edit_traces
 from modules.generation import generate
 from tasks.base import CORRECT_MARKER, FEEDBACK_HEADER, UPDATED_HEADER, Question, Task
 
@@ -220,6 +224,30 @@ class TriPosTModule(LightningModule):
         warm = min(1.0, progress / self.hparams.warmup_ratio) if self.hparams.warmup_ratio > 0 else 1.0
         cosine = self.hparams.min_lr_ratio + (1 - self.hparams.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
         return peak / self.hparams.lr * max(warm, 1e-3) * cosine
+
+    # ---- rollouts (called by callbacks.rollouts.OnlineRollouts) ---------------------------------------------------
+
+    rollouts_before_training = False  # the warm-up trains on gold rationales; rollouts start after it
+
+    def collect_rollouts(self, datamodule, iteration: int, rollouts) -> list[Episode]:
+        """TriPosT's interactive editing: the policy's self-improvement traces on the training questions, edited by
+        ``rollouts.teacher`` into episodes (reference §2.2)."""
+        if not isinstance(rollouts.teacher, Teacher):
+            raise TypeError(f"TriPosT needs a teacher that writes feedback and improvements, got "
+                            f"{type(rollouts.teacher).__name__}: set the OnlineRollouts teacher to e.g. "
+                            "feedback.scripted.ScriptedTeacher")
+        task = datamodule.task
+        questions = datamodule.train_questions()[: rollouts.num_questions]
+        start = time.perf_counter()
+        traces = self.self_improve(task, questions, rollouts.max_rounds, temperature=rollouts.temperature,
+                                   progress=f"rollouts it{iteration}")
+        rollout_s = time.perf_counter() - start
+        episodes = edit_traces(task, rollouts.teacher, questions, [(t.attempts, t.feedbacks) for t in traces],
+                               iteration=iteration, prompts=[task.prompt(q) for q in questions],
+                               max_updates=rollouts.max_updates)
+        self.log("time/rollout_s", rollout_s, rank_zero_only=True)
+        self.log("time/teacher_s", time.perf_counter() - start - rollout_s, rank_zero_only=True)
+        return episodes
 
     # ---- test-time self-improvement (shared by evaluation and rollouts) -------------------------------------------
 

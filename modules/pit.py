@@ -1,0 +1,245 @@
+"""PIT's policy M_PIT(x, y_ref) -> y (reference pit.md §3): SFT, then PPO against the gap reward, with a curriculum.
+
+Stage ``sft``: next-token loss on ``T(x, y_l) + y_w`` with the loss on the response only (``with_reference: false``
+trains the plain policy M_P: ``x -> y_w``, the "original policy" whose answers round 2 improves).
+
+Stage ``rl``: one epoch = one PPO iteration. The rollout callback (``callbacks.rollouts.OnlineRollouts``) samples
+responses to the RL fold's prompts ``T(x, y_ref)`` before the first epoch and after every epoch, the judge (the
+gap reward model) scores them, and the buffer is written as an interaction-log shard; the next epoch optimises on
+it. At the epoch's start the whole buffer is scored by the current policy (old log-probs, values) and the frozen
+SFT policy (reference log-probs); rewards are KL-shaped per token (``kl_coef``) with the gap reward at the last
+token; advantages come from GAE and are whitened; ``ppo_epochs`` passes of clipped-surrogate and clipped value-loss
+minibatch steps follow. Critic: a linear value head on the policy's last hidden state.
+
+Curriculum: epochs ``< round1_epochs`` use the dataset's references (round 1, easy); later epochs use references
+sampled once from ``original_policy`` (round 2, hard), saved as ``references_round2.jsonl`` next to the buffers.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+
+from datamodules.interaction_log import Episode, Turn, read_shard, write_shard
+from datamodules.pit import pair_of, pit_prompt
+from modules.generation import generate
+from modules.ppo import entropy, gae, masked_mean, policy_loss, shaped_rewards, token_logprobs, value_loss, whiten
+from modules.tripost import TinyLlama, weighted_lm_loss
+
+
+class PITPolicy(LightningModule):
+    """The PIT policy (SFT or RL stage; see the module docstring).
+
+    Args:
+        stage: ``sft`` or ``rl``.
+        model: a Hugging Face causal LM path (the RL stage: the SFT stage's export); None builds ``tiny``.
+        tiny: dimensions of the from-scratch model.
+        with_reference: SFT on ``T(x, y_l) -> y_w`` (PIT); false trains the original policy ``x -> y_w``.
+        lr: peak learning rate (warm-up then cosine to 10%; constant in RL).
+        weight_decay: AdamW weight decay.
+        kl_coef: β, the per-token KL penalty to the frozen SFT policy.
+        clip: PPO ratio clip.
+        value_clip: clip of the value update.
+        vf_coef: weight of the value loss.
+        gamma, lam: GAE discount and λ.
+        ppo_epochs: optimisation passes over each rollout buffer per epoch.
+        round1_epochs: RL epochs with dataset references before switching to round 2.
+        original_policy: path of the policy whose samples are round 2's references (needed when
+            ``max_epochs > round1_epochs``).
+        max_new_tokens: generated tokens per response at most.
+        temperature: sampling temperature of rollouts (and of round-2 references).
+        generation_batch_size: prompts per ``generate`` call.
+        export_dir: where ``on_fit_end`` saves model and tokenizer; default ``{trainer.log_dir}/hf_model``.
+    """
+
+    def __init__(self, stage: Literal["sft", "rl"] = "sft", model: str | None = None, tiny: TinyLlama | None = None,
+                 with_reference: bool = True, lr: float = 3e-3, weight_decay: float = 0.0, kl_coef: float = 0.05,
+                 clip: float = 0.2, value_clip: float = 0.2, vf_coef: float = 0.1, gamma: float = 1.0,
+                 lam: float = 0.95, ppo_epochs: int = 2, round1_epochs: int = 2, original_policy: str | None = None,
+                 max_new_tokens: int = 48, temperature: float = 1.0, generation_batch_size: int = 64,
+                 export_dir: str | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.tiny = tiny or TinyLlama()
+        self.model: PreTrainedModel | None = None
+        self.value_head: torch.nn.Linear | None = None
+        self.reference: PreTrainedModel | None = None
+        self._buffer: dict[int, dict[str, torch.Tensor]] = {}
+
+    # ---- schedule (the rollout callback's protocol, shared with TriPosT) ------------------------------------------
+
+    @property
+    def rollouts_before_training(self) -> bool:
+        return self.hparams.stage == "rl"
+
+    def finished_stage(self, epoch: int) -> int | None:
+        """Every RL epoch ends a stage: its rollouts feed the next epoch (iteration ``epoch + 2``)."""
+        return epoch + 1 if self.hparams.stage == "rl" else None
+
+    @property
+    def num_iterations(self) -> int:
+        return self.trainer.max_epochs
+
+    def round_of(self, iteration: int) -> int:
+        """Curriculum round of the buffer ``iteration`` (trained in epoch ``iteration - 1``)."""
+        return 1 if iteration - 1 < self.hparams.round1_epochs else 2
+
+    # ---- models --------------------------------------------------------------------------------------------------
+
+    @property
+    def tokenizer(self):
+        return self.trainer.datamodule.tokenizer
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        tok = self.tokenizer
+        if self.hparams.model is None:
+            t = self.tiny
+            self.model = LlamaForCausalLM(LlamaConfig(
+                vocab_size=len(tok), hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
+                num_hidden_layers=t.num_layers, num_attention_heads=t.num_heads, num_key_value_heads=t.num_heads,
+                max_position_embeddings=t.max_position_embeddings, pad_token_id=tok.pad_token_id,
+                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(self.hparams.model)
+        if self.hparams.stage == "rl":
+            if self.hparams.model is None:
+                raise ValueError("the rl stage starts from the SFT policy: set --model.init_args.model to its export")
+            self.reference = AutoModelForCausalLM.from_pretrained(self.hparams.model).eval().requires_grad_(False)
+            self.value_head = torch.nn.Linear(self.model.config.hidden_size, 1)
+            torch.nn.init.zeros_(self.value_head.weight)
+            torch.nn.init.zeros_(self.value_head.bias)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.stage == "rl":
+            if self.trainer.reload_dataloaders_every_n_epochs != 1:
+                raise ValueError("PPO trains on a new buffer every epoch: set --trainer.reload_dataloaders_every_n_epochs=1")
+            if self.trainer.max_epochs > self.hparams.round1_epochs and self.hparams.original_policy is None:
+                raise ValueError(f"epochs after round1_epochs={self.hparams.round1_epochs} are round 2, whose references "
+                                 "come from the original policy: set --model.init_args.original_policy")
+
+    def export(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        return directory
+
+    def on_fit_end(self) -> None:
+        if self.trainer.is_global_zero:
+            self.export(self.hparams.export_dir or Path(self.trainer.log_dir or ".") / "hf_model")
+
+    # ---- generation ----------------------------------------------------------------------------------------------
+
+    def respond(self, prompts: list[str], temperature: float, model: PreTrainedModel | None = None,
+                progress: str | None = None) -> list[tuple[str, bool]]:
+        """``(text, stopped)`` for each prompt, sampled from ``model`` (default: the policy)."""
+        tok = self.tokenizer
+        completions = generate(model or self.model, [tok.encode(p, add_special_tokens=True) for p in prompts],
+                               eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                               max_new_tokens=self.hparams.max_new_tokens, temperature=temperature,
+                               batch_size=self.hparams.generation_batch_size, progress=progress)
+        return [(tok.decode(c.tokens, skip_special_tokens=True), c.stopped) for c in completions]
+
+    def improve(self, pairs: list[tuple[str, str]], temperature: float) -> list[str]:
+        """One PIT step for each ``(x, y_ref)``: the improved response."""
+        return [text.strip() for text, _ in self.respond([pit_prompt(x, y) for x, y in pairs], temperature)]
+
+    def references(self, iteration: int, rollout_dir: Path, rl_fold: list[Episode]) -> list[tuple[str, str]]:
+        """``(x, y_ref)`` of the RL prompts for buffer ``iteration``: dataset references in round 1, the original
+        policy's samples in round 2 (sampled once and kept as a shard)."""
+        pairs = [(x, l) for x, _, l in map(pair_of, rl_fold)]
+        if self.round_of(iteration) == 1:
+            return pairs
+        path = rollout_dir / "references_round2.jsonl"
+        if not path.exists():
+            original = AutoModelForCausalLM.from_pretrained(self.hparams.original_policy).to(self.device)
+            samples = self.respond([x + "\n" for x, _ in pairs], self.hparams.temperature, original, "round-2 refs")
+            write_shard(path, [Episode(id=f"{e.id}/ref2", task=e.task, iteration=iteration, prompt=x,
+                                       turns=(Turn("reference", text.strip(), "original_policy"),), outcome="correct")
+                               for e, (x, _), (text, _) in zip(rl_fold, pairs, samples)])
+        return [(e.prompt, e.turns[0].text) for e in read_shard(path)]
+
+    # ---- training ------------------------------------------------------------------------------------------------
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.hparams.stage == "sft":
+            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = weighted_lm_loss(logits, batch["input_ids"], batch["loss_weights"])
+            self.log("sft/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["input_ids"]))
+            return loss
+        return self._ppo_step(batch)
+
+    def _forward(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], values: bool):
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=values)
+        logprobs = token_logprobs(out.logits, batch["input_ids"])  # [B, T-1]
+        v = self.value_head(out.hidden_states[-1]).squeeze(-1)[:, :-1] if values else None  # V(state before t+1)
+        return out.logits, logprobs, v
+
+    def on_train_epoch_start(self) -> None:
+        """Score the epoch's buffer with the policy as it is now (old log-probs, values) and the frozen reference."""
+        if self.hparams.stage != "rl":
+            return
+        self._buffer = {}
+        stats = {"reward": [], "kl": [], "length": []}
+        with torch.no_grad():
+            for batch in self.trainer.train_dataloader:
+                key = int(batch["index"])
+                if key in self._buffer:
+                    continue  # later ppo_epochs passes repeat the batches
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                _, old_logprobs, old_values = self._forward(self.model, batch, values=True)
+                _, ref_logprobs, _ = self._forward(self.reference, batch, values=False)
+                mask = batch["response_mask"]
+                rewards, kl = shaped_rewards(batch["score"], old_logprobs, ref_logprobs, mask, self.hparams.kl_coef)
+                advantages, returns = gae(rewards, old_values * mask, mask, self.hparams.gamma, self.hparams.lam)
+                self._buffer[key] = {"old_logprobs": old_logprobs, "old_values": old_values * mask,
+                                     "advantages": advantages, "returns": returns}
+                stats["reward"].append(batch["score"])
+                stats["kl"].append((kl.sum(1)))
+                stats["length"].append(mask.sum(1))
+        all_adv = torch.cat([b["advantages"].flatten() for b in self._buffer.values()])
+        all_mask = torch.cat([(b["advantages"] != 0).float().flatten() for b in self._buffer.values()])
+        mean, std = masked_mean(all_adv, all_mask), masked_mean((all_adv - masked_mean(all_adv, all_mask)) ** 2, all_mask).sqrt()
+        for b in self._buffer.values():  # whiten over the whole buffer, not per minibatch
+            b["advantages"] = (b["advantages"] - mean) / (std + 1e-8) * (b["advantages"] != 0)
+        for name, values in stats.items():
+            self.log(f"ppo/{name}", torch.cat(values).float().mean(), on_step=False, on_epoch=True)
+
+    def _ppo_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        cached = self._buffer[int(batch["index"])]
+        mask = batch["response_mask"]
+        logits, logprobs, values = self._forward(self.model, batch, values=True)
+        pg_loss, clip_fraction = policy_loss(logprobs, cached["old_logprobs"], cached["advantages"], mask,
+                                             self.hparams.clip)
+        vf_loss = value_loss(values, cached["old_values"], cached["returns"], mask, self.hparams.value_clip)
+        loss = pg_loss + self.hparams.vf_coef * vf_loss
+        n = len(batch["input_ids"])
+        self.log("ppo/policy_loss", pg_loss, on_step=True, on_epoch=True, batch_size=n, prog_bar=True)
+        self.log("ppo/value_loss", vf_loss, on_step=False, on_epoch=True, batch_size=n)
+        self.log("ppo/clip_fraction", clip_fraction, on_step=False, on_epoch=True, batch_size=n)
+        self.log("ppo/entropy", masked_mean(entropy(logits.detach()), mask), on_step=False, on_epoch=True, batch_size=n)
+        self.log("ppo/approx_kl_old", masked_mean(cached["old_logprobs"] - logprobs.detach(), mask), on_step=False,
+                 on_epoch=True, batch_size=n)
+        return loss
+
+    def configure_optimizers(self):
+        params = list(self.model.parameters()) + (list(self.value_head.parameters()) if self.value_head else [])
+        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.hparams.stage == "rl":
+            return optimizer
+        total = max(1, self.trainer.estimated_stepping_batches)
+        warm = max(1, total // 10)
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}}
