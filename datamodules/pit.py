@@ -8,6 +8,10 @@ scores exactly what the policy writes::
 * ``rm``: each pair (x, y_w, y_l) gives the four sequences ``T(x,y_l)+y_w``, ``T(x,y_w)+y_w``, ``T(x,y_l)+y_l``,
   ``T(x,y_w)+y_l`` (the orderings (w,l), (w,w), (l,l), (l,w) of the gap loss), from the reward-model fold;
 * ``sft``: ``T(x, y_l) + y_w + EOS``, loss on the response and EOS only, from the SFT fold;
+* ``policy_sft``: ``x + "\n" + y_w + EOS``: the plain policy M_P ("original policy"), whose samples are the
+  references of PIT's second RL round, from the SFT fold;
+* ``rl``: the current rollout buffer (``use_iteration``), ``T(x, y_ref) + y`` with the response mask and the
+  judge's gap reward, ``ppo_epochs`` passes of minibatches per epoch.
 
 The folds are written once, as interaction-log shards ``{log_dir}/preferences/{sft,rm,rl}.jsonl``, and read back
 from there: the logs are the contract, and a rerun uses the very same split.
@@ -59,17 +63,21 @@ class PITDataModule(LightningDataModule):
             of one experiment at the same folder so they share folds and tokenizer.
         tokenizer: a Hugging Face tokenizer path; None trains a sentencepiece tokenizer on the preference text.
         vocab_size: vocabulary size of the trained tokenizer.
-        batch_size: pairs (rm) or examples (sft) per step.
+        batch_size: pairs (rm), examples (sft) or rollouts (rl) per step.
         val_fraction: share of the stage's fold held out for validation.
         max_length: longer sequences are dropped (counted).
+        ppo_epochs: rl: optimisation passes over each rollout buffer per epoch (batch order reshuffled).
+        num_rl_prompts: rl: roll out on the first N prompts of the RL fold only (None: all).
         seed: seeds the folds, the held-out split and batch order.
     """
 
-    def __init__(self, preferences: PreferenceSource, stage: Literal["rm", "sft", "rl"] = "sft",
+    def __init__(self, preferences: PreferenceSource, stage: Literal["rm", "sft", "policy_sft", "rl"] = "sft",
                  log_dir: str | None = None, tokenizer: str | None = None, vocab_size: int = 1000,
-                 batch_size: int = 16, val_fraction: float = 0.1, max_length: int = 512, seed: int = 0) -> None:
+                 batch_size: int = 16, val_fraction: float = 0.1, max_length: int = 512, ppo_epochs: int = 2,
+                 num_rl_prompts: int | None = None, seed: int = 0) -> None:
         super().__init__()
-        self.preferences, self.stage = preferences, stage
+        self.preferences, self.stage, self.ppo_epochs, self.num_rl_prompts = preferences, stage, ppo_epochs, num_rl_prompts
+        self.iteration = 0
         self._log_dir, self.tokenizer_path, self.vocab_size = log_dir, tokenizer, vocab_size
         self.batch_size, self.val_fraction, self.max_length, self.seed = batch_size, val_fraction, max_length, seed
         self.tokenizer: PreTrainedTokenizerBase | None = None
@@ -80,6 +88,24 @@ class PITDataModule(LightningDataModule):
         if self._log_dir is not None:
             return Path(self._log_dir)
         return Path((self.trainer.log_dir if self.trainer is not None else None) or ".")
+
+    @property
+    def rollout_dir(self) -> Path:
+        """Where the rollout callback writes the RL buffers: this run's own folder (the folds are shared)."""
+        return Path((self.trainer.log_dir if self.trainer is not None else None) or self.log_dir) / "rollouts"
+
+    def use_iteration(self, iteration: int) -> None:
+        """Train on buffer ``iteration`` from the next (re)loaded dataloader on."""
+        self.iteration = iteration
+
+    def state_dict(self) -> dict:
+        return {"iteration": self.iteration}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.iteration = state_dict["iteration"]
+
+    def rl_fold(self) -> list[Episode]:
+        return self.folds["rl"][: self.num_rl_prompts]
 
     def setup(self, stage: str) -> None:
         if not self.folds:
@@ -145,17 +171,54 @@ class PITDataModule(LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(train=False)
 
+    def encode_rollout(self, episode: Episode) -> dict[str, torch.Tensor]:
+        """A buffer episode (reference, response; scores gap_reward, stopped) as ids, response mask [T-1], score."""
+        x, y_ref, y = episode.prompt, episode.turns[0].text, episode.turns[1].text
+        p = self.tokenizer.encode(pit_prompt(x, y_ref), add_special_tokens=True)
+        r = self.tokenizer.encode(y, add_special_tokens=False)
+        if episode.scores.get("stopped", 1.0):
+            r = r + [self.tokenizer.eos_token_id]
+        weights = [0.0] * len(p) + [1.0] * len(r)
+        return {"input_ids": torch.tensor(p + r), "loss_weights": torch.tensor(weights),
+                "score": torch.tensor(float(episode.scores["gap_reward"]))}
+
+    def _rl_loader(self) -> DataLoader:
+        """``ppo_epochs`` passes over the buffer; a minibatch keeps its members (and ``index``) in every pass, so
+        the module can score each once at the epoch's start; only the order of minibatches changes."""
+        if self.iteration < 1:
+            raise RuntimeError("no rollout buffer yet: the rl stage needs callbacks.rollouts.OnlineRollouts")
+        episodes = read_shard(self.rollout_dir / f"iter_{self.iteration:03d}.jsonl")
+        items = [self.encode_rollout(e) for e in episodes]
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        groups = length_grouped_batches([len(i["input_ids"]) for i in items], self.batch_size, self.seed + epoch)
+        batches = []
+        for index, members in enumerate(groups):
+            batch = collate([items[i] for i in members], self.tokenizer.pad_token_id)
+            batch["response_mask"] = batch.pop("loss_weights")[:, 1:]  # [B, T-1]: position t predicts token t+1
+            batch["score"] = torch.stack([items[i]["score"] for i in members])
+            batch["index"] = torch.tensor(index)
+            batches.append(batch)
+        rng = random.Random(f"ppo/{self.seed}/{epoch}")
+        passes = []
+        for _ in range(self.ppo_epochs):
+            passes += rng.sample(batches, len(batches))
+        return DataLoader(passes, batch_size=None, shuffle=False)
+
     def _loader(self, train: bool) -> DataLoader:
         if self.stage == "rl":
-            raise NotImplementedError("the rl stage's loaders belong to the PIT policy's rollout buffer")
-        episodes = self.split(self.stage)[0 if train else 1]
+            if not train:
+                return DataLoader([])
+            return self._rl_loader()
+        fold = "sft" if self.stage == "policy_sft" else self.stage
+        episodes = self.split(fold)[0 if train else 1]
         pad = self.tokenizer.pad_token_id
         if self.stage == "rm":
             groups = [g for g in self.rm_items(episodes) if max(len(i["input_ids"]) for i in g) <= self.max_length]
             lengths = [max(len(i["input_ids"]) for i in g) for g in groups]
             make = lambda batch: _rm_collate([groups[i] for i in batch], pad)  # noqa: E731
         else:
-            groups = [self.encode_sft(pit_prompt(x, l), w) for x, w, l in map(pair_of, episodes)]
+            prompt = (lambda x, l: x + "\n") if self.stage == "policy_sft" else pit_prompt
+            groups = [self.encode_sft(prompt(x, l), w) for x, w, l in map(pair_of, episodes)]
             groups = [g for g in groups if len(g["input_ids"]) <= self.max_length]
             lengths = [len(g["input_ids"]) for g in groups]
             make = lambda batch: collate([groups[i] for i in batch], pad)  # noqa: E731

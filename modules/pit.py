@@ -1,7 +1,8 @@
 """PIT's policy M_PIT(x, y_ref) -> y (reference pit.md §3): SFT, then PPO against the gap reward, with a curriculum.
 
-Stage ``sft``: next-token loss on ``T(x, y_l) + y_w`` with the loss on the response only (``with_reference: false``
-trains the plain policy M_P: ``x -> y_w``, the "original policy" whose answers round 2 improves).
+Stage ``sft``: next-token loss on the response of the DataModule's examples: ``T(x, y_l) -> y_w`` (PIT's SFT), or
+``x -> y_w`` with the DataModule's ``stage: policy_sft`` (the plain "original policy" whose answers round 2
+improves).
 
 Stage ``rl``: one epoch = one PPO iteration. The rollout callback (``callbacks.rollouts.OnlineRollouts``) samples
 responses to the RL fold's prompts ``T(x, y_ref)`` before the first epoch and after every epoch, the judge (the
@@ -28,6 +29,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Pr
 from datamodules.interaction_log import Episode, Turn, read_shard, write_shard
 from datamodules.pit import pair_of, pit_prompt
 from modules.generation import generate
+from feedback.reward_model import RewardModelJudge
 from modules.ppo import entropy, gae, masked_mean, policy_loss, shaped_rewards, token_logprobs, value_loss, whiten
 from modules.tripost import TinyLlama, weighted_lm_loss
 
@@ -39,7 +41,6 @@ class PITPolicy(LightningModule):
         stage: ``sft`` or ``rl``.
         model: a Hugging Face causal LM path (the RL stage: the SFT stage's export); None builds ``tiny``.
         tiny: dimensions of the from-scratch model.
-        with_reference: SFT on ``T(x, y_l) -> y_w`` (PIT); false trains the original policy ``x -> y_w``.
         lr: peak learning rate (warm-up then cosine to 10%; constant in RL).
         weight_decay: AdamW weight decay.
         kl_coef: β, the per-token KL penalty to the frozen SFT policy.
@@ -47,7 +48,6 @@ class PITPolicy(LightningModule):
         value_clip: clip of the value update.
         vf_coef: weight of the value loss.
         gamma, lam: GAE discount and λ.
-        ppo_epochs: optimisation passes over each rollout buffer per epoch.
         round1_epochs: RL epochs with dataset references before switching to round 2.
         original_policy: path of the policy whose samples are round 2's references (needed when
             ``max_epochs > round1_epochs``).
@@ -58,9 +58,9 @@ class PITPolicy(LightningModule):
     """
 
     def __init__(self, stage: Literal["sft", "rl"] = "sft", model: str | None = None, tiny: TinyLlama | None = None,
-                 with_reference: bool = True, lr: float = 3e-3, weight_decay: float = 0.0, kl_coef: float = 0.05,
+                 lr: float = 3e-3, weight_decay: float = 0.0, kl_coef: float = 0.05,
                  clip: float = 0.2, value_clip: float = 0.2, vf_coef: float = 0.1, gamma: float = 1.0,
-                 lam: float = 0.95, ppo_epochs: int = 2, round1_epochs: int = 2, original_policy: str | None = None,
+                 lam: float = 0.95, round1_epochs: int = 2, original_policy: str | None = None,
                  max_new_tokens: int = 48, temperature: float = 1.0, generation_batch_size: int = 64,
                  export_dir: str | None = None) -> None:
         super().__init__()
@@ -165,6 +165,44 @@ class PITPolicy(LightningModule):
                                for e, (x, _), (text, _) in zip(rl_fold, pairs, samples)])
         return [(e.prompt, e.turns[0].text) for e in read_shard(path)]
 
+    # ---- rollouts (called by callbacks.rollouts.OnlineRollouts) ---------------------------------------------------
+
+    def collect_rollouts(self, datamodule, iteration: int, rollouts) -> list[Episode]:
+        """Improve the RL prompts' references, score each improvement with the judge (gap reward) and, where the
+        task has one, the exact score; the episodes are the next epoch's PPO buffer."""
+        judge = rollouts.teacher
+        if not isinstance(judge, RewardModelJudge):
+            raise TypeError(f"PIT's rollouts are scored by a reward model, got {type(judge).__name__}: set the "
+                            "OnlineRollouts teacher to feedback.reward_model.RewardModelJudge")
+        fold = datamodule.rl_fold()
+        pairs = self.references(iteration, datamodule.rollout_dir, fold)
+        responses = self.respond([pit_prompt(x, y) for x, y in pairs], rollouts.temperature, progress=f"rollouts it{iteration}")
+        gaps = judge.score([(x, y_ref, y.strip()) for (x, y_ref), (y, _) in zip(pairs, responses)])
+        no_change = judge.score([(x, y_ref, y_ref) for x, y_ref in pairs])
+        by = "dataset" if self.round_of(iteration) == 1 else "original_policy"
+        episodes = []
+        for e, (x, y_ref), (y, stopped), gap, base in zip(fold, pairs, responses, gaps, no_change):
+            scores = {"gap_reward": gap, "reference_gap": base, "stopped": float(stopped)}
+            quality = [datamodule.preferences.score(x, y_ref), datamodule.preferences.score(x, y.strip())]
+            if quality[0] is not None:
+                scores["quality"] = quality
+            episodes.append(Episode(id=f"{e.id}/it{iteration}", task=e.task, iteration=iteration, prompt=x,
+                                    turns=(Turn("reference", y_ref, by), Turn("response", y.strip(), "policy")),
+                                    outcome="improved" if gap > base else "failed", scores=scores))
+        self._log_rollouts(episodes, iteration)
+        return episodes
+
+    def _log_rollouts(self, episodes: list[Episode], iteration: int) -> None:
+        mean = lambda xs: float(sum(xs) / max(1, len(xs)))  # noqa: E731
+        self.log("pit/round", float(self.round_of(iteration)), rank_zero_only=True)
+        self.log("pit/gap_reward_rollouts", mean([e.scores["gap_reward"] for e in episodes]), rank_zero_only=True)
+        self.log("pit/gap_reward_references", mean([e.scores["reference_gap"] for e in episodes]), rank_zero_only=True)
+        self.log("pit/response_length", mean([len(e.turns[1].text.split()) for e in episodes]), rank_zero_only=True)
+        scored = [e.scores["quality"] for e in episodes if "quality" in e.scores]
+        if scored:
+            self.log("pit/exact_score_references", mean([q[0] for q in scored]), rank_zero_only=True)
+            self.log("pit/exact_score_rollouts", mean([q[1] for q in scored]), rank_zero_only=True)
+
     # ---- training ------------------------------------------------------------------------------------------------
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -199,15 +237,14 @@ class PITPolicy(LightningModule):
                 rewards, kl = shaped_rewards(batch["score"], old_logprobs, ref_logprobs, mask, self.hparams.kl_coef)
                 advantages, returns = gae(rewards, old_values * mask, mask, self.hparams.gamma, self.hparams.lam)
                 self._buffer[key] = {"old_logprobs": old_logprobs, "old_values": old_values * mask,
-                                     "advantages": advantages, "returns": returns}
+                                     "advantages": advantages, "returns": returns, "mask": mask}
                 stats["reward"].append(batch["score"])
                 stats["kl"].append((kl.sum(1)))
                 stats["length"].append(mask.sum(1))
-        all_adv = torch.cat([b["advantages"].flatten() for b in self._buffer.values()])
-        all_mask = torch.cat([(b["advantages"] != 0).float().flatten() for b in self._buffer.values()])
-        mean, std = masked_mean(all_adv, all_mask), masked_mean((all_adv - masked_mean(all_adv, all_mask)) ** 2, all_mask).sqrt()
-        for b in self._buffer.values():  # whiten over the whole buffer, not per minibatch
-            b["advantages"] = (b["advantages"] - mean) / (std + 1e-8) * (b["advantages"] != 0)
+        flat = [(b["advantages"].flatten(), b["mask"].flatten()) for b in self._buffer.values()]
+        whitened = whiten(torch.cat([a for a, _ in flat]), torch.cat([m for _, m in flat]))  # over the whole buffer
+        for b, part in zip(self._buffer.values(), whitened.split([len(a) for a, _ in flat])):
+            b["advantages"] = part.view_as(b["advantages"])
         for name, values in stats.items():
             self.log(f"ppo/{name}", torch.cat(values).float().mean(), on_step=False, on_epoch=True)
 

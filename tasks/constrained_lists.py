@@ -78,7 +78,7 @@ def score(prompt: str, response: str) -> float:
 
 
 def random_spec(rng: random.Random) -> Spec:
-    count, parity, order = rng.randint(3, 6), rng.choice(["odd", "even"]), rng.choice(["increasing", "decreasing"])
+    count, parity, order = rng.randint(3, 5), rng.choice(["odd", "even"]), rng.choice(["increasing", "decreasing"])
     span = 2 * (count - 1)
     first = [n for n in range(LOW, HIGH + 1) if n % 2 == (1 if parity == "odd" else 0)
              and LOW <= (n + span if order == "increasing" else n - span) <= HIGH]
@@ -126,7 +126,7 @@ def preference_pairs(n: int, seed: int = 0) -> list[tuple[str, str, str, float, 
     pairs = []
     while len(pairs) < n:
         spec = random_spec(rng)
-        a, b = (noisy_response(spec, rng, rng.choice([0, 1, 1, 2, 2, 3, 4, 5])) for _ in range(2))
+        a, b = (noisy_response(spec, rng, rng.choice([0, 0, 1, 1, 2, 2, 3, 4, 5])) for _ in range(2))
         sa, sb = score(spec.prompt, a), score(spec.prompt, b)
         if sa != sb:
             (w, sw), (l, sl) = sorted([(a, sa), (b, sb)], key=lambda t: -t[1])
