@@ -65,6 +65,8 @@ class OnlineRollouts(Callback):
         self.num_questions = num_questions
         self.num_samples_logged = num_samples_logged
         self.seed = seed
+        self.metrics: dict[str, float] = {}
+        self.history: list[dict[str, float]] = []  # every round's scalars, in order
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         shards = list_shards(trainer.datamodule.rollout_dir)
@@ -74,6 +76,8 @@ class OnlineRollouts(Callback):
                 "run. Resume it with --ckpt_path last, or start a new run in another directory "
                 "(--trainer.logger.init_args.save_dir, or --data.init_args.log_dir)."
             )
+        if pl_module.rollouts_before_training and trainer.ckpt_path is None:
+            self._round(trainer, pl_module, 1)  # PIT's RL trains on rollouts from its first epoch on
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         stage = pl_module.finished_stage(trainer.current_epoch)
@@ -87,9 +91,13 @@ class OnlineRollouts(Callback):
         if path.exists():
             rank_zero_info(f"iteration {iteration}: reusing existing shard {path} (resumed run)")
         elif trainer.is_global_zero:
+            self.metrics = {}
             episodes = self.collect(trainer, pl_module, iteration)
             write_shard(path, episodes)
             self._log(trainer, pl_module, episodes, iteration)
+            if trainer.logger is not None:  # the logger directly: rounds also run in on_fit_start, where self.log cannot
+                trainer.logger.log_metrics(self.metrics, step=trainer.global_step)
+            self.history.append({"iteration": iteration, **self.metrics})
         trainer.strategy.barrier("rollouts")
         datamodule.use_iteration(iteration)
 
@@ -104,21 +112,20 @@ class OnlineRollouts(Callback):
                 episodes = pl_module.collect_rollouts(trainer.datamodule, iteration, self)
             except TeacherUnavailable as error:  # nothing is written: the resumed run redoes this round (cached)
                 raise TeacherUnavailable(f"iteration {iteration} rollouts failed: {error}") from None
-        pl_module.log("time/rollouts_total_s", time.perf_counter() - start, rank_zero_only=True)
+        self.record("time/rollouts_total_s", time.perf_counter() - start)
         for name, value in self.teacher.usage().items():
-            pl_module.log(f"teacher/{name}", value, rank_zero_only=True)
+            self.record(f"teacher/{name}", value)
         return episodes
 
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Modules that train on rollouts from the first epoch on (PIT's RL) get iteration 1 collected here."""
-        if pl_module.rollouts_before_training and trainer.current_epoch == 0:
-            self._round(trainer, pl_module, 1)
+    def record(self, name: str, value: float) -> None:
+        """A scalar of the current round (modules call it from ``collect_rollouts``); logged when the round ends."""
+        self.metrics[name] = float(value)
 
     def _log(self, trainer: Trainer, pl_module: LightningModule, episodes: list[Episode], iteration: int) -> None:
         outcomes = Counter(e.outcome for e in episodes)
         reasons = Counter(e.reason for e in episodes if e.reason)
         for outcome in ("correct", "improved", "feedback_only", "failed", "dropped"):
-            pl_module.log(f"rollouts/{outcome}", float(outcomes[outcome]), rank_zero_only=True)
+            self.record(f"rollouts/{outcome}", outcomes[outcome])
         rank_zero_info(f"iteration {iteration} rollouts: {dict(outcomes)}; reasons: {dict(reasons.most_common(5))}")
         if not any(outcomes[o] for o in ("correct", "improved", "feedback_only")):
             rank_zero_warn(f"iteration {iteration}: no usable trajectory in {len(episodes)} rollouts")

@@ -19,6 +19,7 @@ sampled once from ``original_policy`` (round 2, hard), saved as ``references_rou
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -70,6 +71,7 @@ class PITPolicy(LightningModule):
         self.value_head: torch.nn.Linear | None = None
         self.reference: PreTrainedModel | None = None
         self._buffer: dict[int, dict[str, torch.Tensor]] = {}
+        self._epoch_start, self.optimisation_s = 0.0, 0.0
 
     # ---- schedule (the rollout callback's protocol, shared with TriPosT) ------------------------------------------
 
@@ -176,9 +178,13 @@ class PITPolicy(LightningModule):
                             "OnlineRollouts teacher to feedback.reward_model.RewardModelJudge")
         fold = datamodule.rl_fold()
         pairs = self.references(iteration, datamodule.rollout_dir, fold)
+        start = time.perf_counter()
         responses = self.respond([pit_prompt(x, y) for x, y in pairs], rollouts.temperature, progress=f"rollouts it{iteration}")
+        generated = time.perf_counter()
         gaps = judge.score([(x, y_ref, y.strip()) for (x, y_ref), (y, _) in zip(pairs, responses)])
         no_change = judge.score([(x, y_ref, y_ref) for x, y_ref in pairs])
+        rollouts.record("time/generation_s", generated - start)
+        rollouts.record("time/scoring_s", time.perf_counter() - generated)
         by = "dataset" if self.round_of(iteration) == 1 else "original_policy"
         episodes = []
         for e, (x, y_ref), (y, stopped), gap, base in zip(fold, pairs, responses, gaps, no_change):
@@ -189,19 +195,19 @@ class PITPolicy(LightningModule):
             episodes.append(Episode(id=f"{e.id}/it{iteration}", task=e.task, iteration=iteration, prompt=x,
                                     turns=(Turn("reference", y_ref, by), Turn("response", y.strip(), "policy")),
                                     outcome="improved" if gap > base else "failed", scores=scores))
-        self._log_rollouts(episodes, iteration)
+        self._log_rollouts(episodes, iteration, rollouts.record)
         return episodes
 
-    def _log_rollouts(self, episodes: list[Episode], iteration: int) -> None:
+    def _log_rollouts(self, episodes: list[Episode], iteration: int, record) -> None:
         mean = lambda xs: float(sum(xs) / max(1, len(xs)))  # noqa: E731
-        self.log("pit/round", float(self.round_of(iteration)), rank_zero_only=True)
-        self.log("pit/gap_reward_rollouts", mean([e.scores["gap_reward"] for e in episodes]), rank_zero_only=True)
-        self.log("pit/gap_reward_references", mean([e.scores["reference_gap"] for e in episodes]), rank_zero_only=True)
-        self.log("pit/response_length", mean([len(e.turns[1].text.split()) for e in episodes]), rank_zero_only=True)
+        record("pit/round", float(self.round_of(iteration)))
+        record("pit/gap_reward_rollouts", mean([e.scores["gap_reward"] for e in episodes]))
+        record("pit/gap_reward_references", mean([e.scores["reference_gap"] for e in episodes]))
+        record("pit/response_length", mean([len(e.turns[1].text.split()) for e in episodes]))
         scored = [e.scores["quality"] for e in episodes if "quality" in e.scores]
         if scored:
-            self.log("pit/exact_score_references", mean([q[0] for q in scored]), rank_zero_only=True)
-            self.log("pit/exact_score_rollouts", mean([q[1] for q in scored]), rank_zero_only=True)
+            record("pit/exact_score_references", mean([q[0] for q in scored]))
+            record("pit/exact_score_rollouts", mean([q[1] for q in scored]))
 
     # ---- training ------------------------------------------------------------------------------------------------
 
@@ -221,6 +227,7 @@ class PITPolicy(LightningModule):
 
     def on_train_epoch_start(self) -> None:
         """Score the epoch's buffer with the policy as it is now (old log-probs, values) and the frozen reference."""
+        self._epoch_start = time.perf_counter()
         if self.hparams.stage != "rl":
             return
         self._buffer = {}
@@ -247,6 +254,12 @@ class PITPolicy(LightningModule):
             b["advantages"] = part.view_as(b["advantages"])
         for name, values in stats.items():
             self.log(f"ppo/{name}", torch.cat(values).float().mean(), on_step=False, on_epoch=True)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.optimisation_s = time.perf_counter() - self._epoch_start  # the epoch's scoring + updates so far
+
+    def on_train_epoch_end(self) -> None:  # runs after the callbacks' (rollouts): optimisation_s excludes them
+        self.log("time/optimisation_s", self.optimisation_s, rank_zero_only=True)
 
     def _ppo_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         cached = self._buffer[int(batch["index"])]

@@ -245,8 +245,8 @@ class TriPosTModule(LightningModule):
         episodes = edit_traces(task, rollouts.teacher, questions, [(t.attempts, t.feedbacks) for t in traces],
                                iteration=iteration, prompts=[task.prompt(q) for q in questions],
                                max_updates=rollouts.max_updates)
-        self.log("time/rollout_s", rollout_s, rank_zero_only=True)
-        self.log("time/teacher_s", time.perf_counter() - start - rollout_s, rank_zero_only=True)
+        rollouts.record("time/rollout_s", rollout_s)
+        rollouts.record("time/teacher_s", time.perf_counter() - start - rollout_s)
         return episodes
 
     # ---- test-time self-improvement (shared by evaluation and rollouts) -------------------------------------------
