@@ -9,10 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel
+
+
+def save_hf_folder(model: PreTrainedModel, tokenizer, directory: str | Path) -> Path:
+    """Save model and tokenizer as a Hugging Face folder that plain transformers (or vLLM) can load."""
+    directory = Path(directory)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
 
 
 @dataclass(frozen=True)

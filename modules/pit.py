@@ -29,7 +29,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Pr
 
 from datamodules.interaction_log import Episode, Turn, read_shard, write_shard
 from datamodules.pit import pair_of, pit_prompt
-from modules.generation import generate
+from modules.generation import generate, save_hf_folder
 from feedback.reward_model import RewardModelJudge
 from modules.ppo import entropy, gae, masked_mean, policy_loss, shaped_rewards, token_logprobs, value_loss, whiten
 from modules.tripost import TinyLlama, weighted_lm_loss
@@ -127,10 +127,7 @@ class PITPolicy(LightningModule):
                                  "come from the original policy: set --model.init_args.original_policy")
 
     def export(self, directory: str | Path) -> Path:
-        directory = Path(directory)
-        self.model.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
-        return directory
+        return save_hf_folder(self.model, self.tokenizer, directory)
 
     def on_fit_end(self) -> None:
         if self.trainer.is_global_zero:

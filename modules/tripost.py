@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Pr
 from datamodules.interaction_log import Episode
 from feedback.base import Teacher
 from feedback.editing import edit_traces
-from modules.generation import generate
+from modules.generation import generate, save_hf_folder
 from tasks.base import CORRECT_MARKER, FEEDBACK_HEADER, UPDATED_HEADER, Question, Task
 
 
@@ -180,10 +180,7 @@ class TriPosTModule(LightningModule):
 
     def export(self, directory: str | Path) -> Path:
         """Save model and tokenizer as a Hugging Face folder that plain transformers (or vLLM) can load."""
-        directory = Path(directory)
-        self.model.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
-        return directory
+        return save_hf_folder(self.model, self.tokenizer, directory)
 
     def on_fit_end(self) -> None:
         if self.trainer.is_global_zero:

@@ -12,8 +12,10 @@ Text formats follow TriPosT (reference §3.1): a rationale is numbered steps ``(
 
 from __future__ import annotations
 
+import json
 import re
 from abc import ABC, abstractmethod
+from pathlib import Path
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -46,6 +48,20 @@ class Question:
     answer: str
     bucket: str
     seen: bool
+
+
+def read_bigbench_examples(path: Path, flag: str) -> list:
+    """The ``examples`` list of a BIG-bench task.json; a missing or malformed file names the ``flag`` that sets it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"BIG-bench task file not found at {path}; set {flag}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    examples = data.get("examples") if isinstance(data, dict) else None
+    if not isinstance(examples, list):
+        raise ValueError(f'{path}: expected an object {{"examples": [...]}}')  # noqa: TRY004 - bad data, not code
+    return examples
 
 
 def correct_feedback(attempt: str) -> str:

@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 
 from datamodules.interaction_log import read_shard
-from tasks.base import Question, Task, split_steps
+from tasks.base import Question, Task, read_bigbench_examples, split_steps
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = "../shared/data/bigbench"
@@ -53,16 +53,7 @@ def load_choices(path: Path | str) -> list[tuple[str, list[str], int]]:
     if str(path).startswith(HUB_PREFIX):
         return _hub_choices(str(path)[len(HUB_PREFIX) :])
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"BIG-bench task file not found at {path}; set the task's data path "
-                                "(--data.init_args.task.init_args.data_dir / data_path)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
-    examples = data.get("examples") if isinstance(data, dict) else None
-    if not isinstance(examples, list):
-        raise ValueError(f'{path}: expected an object {{"examples": [...]}}')  # noqa: TRY004 - bad data, not code
+    examples = read_bigbench_examples(path, "the task's data path (--data.init_args.task.init_args.data_dir / data_path)")
     rows = []
     for index, example in enumerate(examples):
         scores = example.get("target_scores") if isinstance(example, dict) else None

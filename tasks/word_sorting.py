@@ -21,7 +21,6 @@ The rationale is deterministic, so the verifier compares an attempt step by step
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections import Counter
@@ -31,7 +30,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from feedback.base import Dropped, Feedback, error_feedback
-from tasks.base import Question, Task, correct_feedback, split_steps
+from tasks.base import Question, Task, correct_feedback, read_bigbench_examples, split_steps
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_PATH = "../shared/data/bigbench/word_sorting.json"
@@ -453,16 +452,7 @@ def question_words(question: Question) -> list[str]:
 
 def load_examples(path: Path) -> list[tuple[int, list[str]]]:
     """``(index, words)`` of every BIG-bench example, checked: the target must be the input sorted."""
-    if not path.is_file():
-        raise FileNotFoundError(f"word sorting data not found at {path}; set task.init_args.data_path to BIG-bench's "
-                                "word_sorting task.json")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
-    examples = data.get("examples") if isinstance(data, dict) else None
-    if not isinstance(examples, list):
-        raise ValueError(f'{path}: expected an object {{"examples": [...]}}')  # noqa: TRY004 - bad data, not code
+    examples = read_bigbench_examples(path, "task.init_args.data_path to BIG-bench's word_sorting task.json")
     rows = []
     for index, example in enumerate(examples):
         where = f"{path}:{index}"
