@@ -20,14 +20,15 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.seed import isolate_rng
 
 from datamodules.pit import pair_of
-from feedback.reward_model import RewardModelJudge
+from feedback.base import Judge
 
 
 class IterativeImprovementEval(Callback):
     """Apply the PIT policy k times to held-out references and report win rates per iteration.
 
     Args:
-        judge: the reward model that judges improvements (None: exact scores only).
+        judge: who judges improvements: ``feedback.reward_model.RewardModelJudge`` or ``feedback.llm_judge.LLMJudge``
+            (None: exact scores only).
         iterations: improvement iterations k.
         num_prompts: held-out prompts evaluated (from the reward-model fold's validation share).
         temperature: sampling temperature (the paper finds 0.4-0.6 best; 0 is greedy).
@@ -35,7 +36,7 @@ class IterativeImprovementEval(Callback):
         seed: sampling seed (the training RNG is left untouched).
     """
 
-    def __init__(self, judge: RewardModelJudge | None = None, iterations: int = 3, num_prompts: int = 200,
+    def __init__(self, judge: Judge | None = None, iterations: int = 3, num_prompts: int = 200,
                  temperature: float = 0.0, every_epoch: bool = True, seed: int = 0) -> None:
         self.judge, self.iterations, self.num_prompts = judge, iterations, num_prompts
         self.temperature, self.every_epoch, self.seed = temperature, every_epoch, seed

@@ -22,8 +22,7 @@ from lightning.pytorch.utilities.seed import isolate_rng
 
 from callbacks.evaluation import trajectory_markdown
 from datamodules.interaction_log import Episode, list_shards, shard_path, write_shard
-from feedback.base import Teacher, TeacherUnavailable
-from feedback.reward_model import RewardModelJudge
+from feedback.base import Judge, Teacher, TeacherUnavailable
 from feedback.scripted import ScriptedTeacher
 
 
@@ -37,7 +36,7 @@ class OnlineRollouts(Callback):
     Args:
         teacher: TriPosT: who writes feedback and improvements (``feedback.scripted.ScriptedTeacher``,
             ``feedback.openai.OpenAITeacher``, ...). PIT: the judge scoring improvements
-            (``feedback.reward_model.RewardModelJudge``).
+            (``feedback.reward_model.RewardModelJudge``, or an LLM: ``feedback.llm_judge.LLMJudge``).
         temperature: sampling temperature of the rollouts (the reference samples at 1.0; 0 is greedy).
         max_rounds: self-improvement rounds the policy runs per question before editing (attempt, own
             feedback, own update); the warm-up model writes attempts only.
@@ -50,7 +49,7 @@ class OnlineRollouts(Callback):
 
     def __init__(
         self,
-        teacher: Teacher | RewardModelJudge | None = None,
+        teacher: Teacher | Judge | None = None,
         temperature: float = 1.0,
         max_rounds: int = 2,
         max_updates: int = 5,

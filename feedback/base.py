@@ -102,3 +102,21 @@ class Teacher(ABC):
 
     def reset_usage(self) -> None:
         """Start counting a new round."""
+
+
+class Judge(ABC):
+    """PIT's feedback: how much better each response is than its reference (a gap reward, higher is better)."""
+
+    #: who scored, recorded in logs
+    name: str
+
+    @abstractmethod
+    def score(self, items: Sequence[tuple[str, str, str]]) -> list[float]:
+        """Gap rewards of ``(x, y_ref, y)`` triples."""
+
+    def usage(self) -> dict[str, float]:
+        """Counters since the last ``reset_usage``, logged as ``teacher/*`` per rollout round."""
+        return {}
+
+    def reset_usage(self) -> None:
+        """Start counting a new round."""

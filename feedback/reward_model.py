@@ -12,12 +12,13 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from datamodules.pit import pit_prompt
+from feedback.base import Judge
 from datamodules.tokenizer import load_tokenizer
 from datamodules.tripost import collate
 from modules.pit_reward import last_token_scores
 
 
-class RewardModelJudge:
+class RewardModelJudge(Judge):
     """Scores improvements with a PIT reward model folder (model + tokenizer, as ``PITRewardModel`` exports it).
 
     Args:

@@ -29,8 +29,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Pr
 
 from datamodules.interaction_log import Episode, Turn, read_shard, write_shard
 from datamodules.pit import pair_of, pit_prompt
+from feedback.base import Judge
 from modules.generation import generate, save_hf_folder
-from feedback.reward_model import RewardModelJudge
 from modules.ppo import entropy, gae, masked_mean, policy_loss, shaped_rewards, token_logprobs, value_loss, whiten
 from modules.tripost import TinyLlama, weighted_lm_loss
 
@@ -170,9 +170,9 @@ class PITPolicy(LightningModule):
         """Improve the RL prompts' references, score each improvement with the judge (gap reward) and, where the
         task has one, the exact score; the episodes are the next epoch's PPO buffer."""
         judge = rollouts.teacher
-        if not isinstance(judge, RewardModelJudge):
+        if not isinstance(judge, Judge):
             raise TypeError(f"PIT's rollouts are scored by a reward model, got {type(judge).__name__}: set the "
-                            "OnlineRollouts teacher to feedback.reward_model.RewardModelJudge")
+                            "OnlineRollouts teacher to feedback.reward_model.RewardModelJudge or feedback.llm_judge.LLMJudge")
         fold = datamodule.rl_fold()
         pairs = self.references(iteration, datamodule.rollout_dir, fold)
         start = time.perf_counter()
