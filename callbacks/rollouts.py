@@ -1,9 +1,12 @@
-"""Online rollouts with teacher feedback at the end of each TriPosT stage (DESIGN.md, "the flow").
+"""Online rollouts with teacher feedback at the end of each stage (DESIGN.md, "the flow"), for both methods.
 
-When a stage ends (the warm-up, or an iteration's ``epochs_per_iteration`` epochs), the current policy is rolled
-out on the task's training questions, the teacher edits every trajectory, and the edited episodes (all of them,
-failed and dropped ones included, with their reasons) are written as the next iteration's interaction-log shard.
-The DataModule then trains on that shard from the next epoch on. No rollouts follow the last iteration.
+TriPosT: when a stage ends (the warm-up, or an iteration's ``epochs_per_iteration`` epochs), the current policy is
+rolled out on the task's training questions, the teacher edits every trajectory, and the edited episodes (all of
+them, failed and dropped ones included, with their reasons) are written as the next iteration's interaction-log
+shard. PIT's RL: before the first epoch and after every epoch, the policy improves the RL prompts' references and
+the judge scores them; that shard is the next epoch's PPO buffer. The DataModule then trains on the shard from the
+next epoch on; no rollouts follow the last iteration. What a rollout is belongs to the module
+(``collect_rollouts``); this callback decides when, writes and reuses shards, seeds, syncs ranks and logs.
 
 Resume: a shard is written atomically and never rewritten; if the next iteration's shard already exists (the run
 was killed after writing it), it is reused instead of being collected again, so nothing is lost or duplicated.

@@ -69,7 +69,7 @@ class PITPolicy(LightningModule):
         self.tiny = tiny or TinyLlama()
         self.model: PreTrainedModel | None = None
         self.value_head: torch.nn.Linear | None = None
-        self.reference: PreTrainedModel | None = None
+        self._frozen: dict[str, PreTrainedModel] = {}  # not a submodule: not trained, not in checkpoints
         self._buffer: dict[int, dict[str, torch.Tensor]] = {}
         self._epoch_start, self.optimisation_s = 0.0, 0.0
 
@@ -113,7 +113,7 @@ class PITPolicy(LightningModule):
         if self.hparams.stage == "rl":
             if self.hparams.model is None:
                 raise ValueError("the rl stage starts from the SFT policy: set --model.init_args.model to its export")
-            self.reference = AutoModelForCausalLM.from_pretrained(self.hparams.model).eval().requires_grad_(False)
+            self._frozen["reference"] = AutoModelForCausalLM.from_pretrained(self.hparams.model).eval().requires_grad_(False)
             self.value_head = torch.nn.Linear(self.model.config.hidden_size, 1)
             torch.nn.init.zeros_(self.value_head.weight)
             torch.nn.init.zeros_(self.value_head.bias)
@@ -125,6 +125,15 @@ class PITPolicy(LightningModule):
             if self.trainer.max_epochs > self.hparams.round1_epochs and self.hparams.original_policy is None:
                 raise ValueError(f"epochs after round1_epochs={self.hparams.round1_epochs} are round 2, whose references "
                                  "come from the original policy: set --model.init_args.original_policy")
+
+    @property
+    def reference(self) -> PreTrainedModel:
+        """The frozen SFT policy of the KL penalty (reloaded from ``model``; kept out of checkpoints)."""
+        return self._frozen["reference"]
+
+    def on_fit_start(self) -> None:
+        if self._frozen:
+            self._frozen["reference"].to(self.device)
 
     def export(self, directory: str | Path) -> Path:
         return save_hf_folder(self.model, self.tokenizer, directory)
