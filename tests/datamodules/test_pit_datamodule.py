@@ -1,0 +1,71 @@
+"""PIT's DataModule: folds written once as logs, the reward model's four orderings, SFT weights, the RL buffer."""
+
+import json
+
+import torch
+
+from datamodules.interaction_log import Episode, Turn, write_shard
+from datamodules.pit import PITDataModule, pit_prompt
+from datamodules.preference import HHRLHF
+
+H, A = "\n\nHuman:", "\n\nAssistant:"
+
+
+def hh_file(path, n=30):
+    rows = [{"chosen": f"{H} What is {i} plus {i}?{A} It is {2 * i}.", "rejected": f"{H} What is {i} plus {i}?{A} No."}
+            for i in range(n)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return str(path)
+
+
+def test_hh_rlhf_folds_become_reward_model_and_sft_batches(tmp_path):
+    data = PITDataModule(HHRLHF(source=hh_file(tmp_path / "hh.jsonl")), stage="rm", log_dir=str(tmp_path / "run"),
+                         vocab_size=400, batch_size=4, val_fraction=0.2)
+    data.setup("fit")
+    assert sorted(p.name for p in (tmp_path / "run" / "preferences").iterdir()) == ["rl.jsonl", "rm.jsonl", "sft.jsonl"]
+    batch = next(iter(data.train_dataloader()))
+    assert batch["input_ids"].shape[0] == 16  # 4 pairs x (w|l, w|w, l|l, l|w)
+    tok = data.tokenizer
+    first = tok.decode(batch["input_ids"][0][batch["attention_mask"][0] > 0], skip_special_tokens=True)
+    second = tok.decode(batch["input_ids"][1][batch["attention_mask"][1] > 0], skip_special_tokens=True)
+    assert "### Original response:\nNo." in first and first.rstrip().endswith("It is " + first.split("It is ")[-1].strip())
+    assert second.count("It is") == 2  # (w, w): the chosen reply as reference and as response
+
+    data.stage = "sft"
+    sft = next(iter(data.train_dataloader()))
+    row, weights = sft["input_ids"][0], sft["loss_weights"][0]
+    learned = tok.decode(row[weights > 0], skip_special_tokens=False)
+    assert learned.strip().startswith("It is") and learned.endswith(tok.eos_token)  # response + EOS only
+
+    # a second DataModule on the same folder reads the same folds back instead of re-splitting
+    again = PITDataModule(HHRLHF(source=str(tmp_path / "missing.jsonl")), stage="rm", log_dir=str(tmp_path / "run"))
+    again.setup("fit")
+    assert [e.id for e in again.folds["rm"]] == [e.id for e in data.folds["rm"]]
+
+
+def test_the_rl_buffer_keeps_minibatch_members_across_ppo_passes(tmp_path):
+    data = PITDataModule(HHRLHF(source=hh_file(tmp_path / "hh.jsonl")), stage="rl", log_dir=str(tmp_path / "run"),
+                         vocab_size=400, batch_size=4, ppo_epochs=3)
+    data.setup("fit")
+    episodes = [Episode(id=f"e{i}", task="hh_rlhf", iteration=1, prompt=f"{H} q{i}?{A}",
+                        turns=(Turn("reference", " No.", "dataset"), Turn("response", f" Yes {i}.", "policy")),
+                        outcome="improved", scores={"gap_reward": float(i), "reference_gap": 0.0, "stopped": 1.0})
+                for i in range(10)]
+    write_shard(data.rollout_dir / "iter_001.jsonl", episodes)
+    data.use_iteration(1)
+    batches = list(data.train_dataloader())
+    assert len(batches) == 3 * 3  # ceil(10 / 4) minibatches, three passes
+    members = {}
+    for b in batches:
+        key = int(b["index"])
+        members.setdefault(key, []).append(sorted(b["score"].tolist()))
+    assert all(len(v) == 3 and v[0] == v[1] == v[2] for v in members.values())
+    b = batches[0]
+    mask = b["response_mask"]
+    assert mask.shape == (b["input_ids"].shape[0], b["input_ids"].shape[1] - 1)
+    row = b["input_ids"][0]
+    predicted = row[1:][mask[0] > 0]  # the tokens the masked positions predict: the response and EOS
+    assert data.tokenizer.decode(predicted, skip_special_tokens=True).strip().startswith("Yes")
+    assert predicted[-1].item() == data.tokenizer.eos_token_id
+    assert pit_prompt(f"{H} q0?{A}", " No.").endswith("### Improved response:\n")
+    assert torch.equal(torch.tensor(sorted(s for v in members.values() for s in v[0])), torch.arange(10.0))
