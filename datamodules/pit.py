@@ -78,6 +78,7 @@ class PITDataModule(LightningDataModule):
         super().__init__()
         self.preferences, self.stage, self.ppo_epochs, self.num_rl_prompts = preferences, stage, ppo_epochs, num_rl_prompts
         self.iteration = 0
+        self._resolved_run_dir: Path | None = None
         self._log_dir, self.tokenizer_path, self.vocab_size = log_dir, tokenizer, vocab_size
         self.batch_size, self.val_fraction, self.max_length, self.seed = batch_size, val_fraction, max_length, seed
         self.tokenizer: PreTrainedTokenizerBase | None = None
@@ -85,14 +86,21 @@ class PITDataModule(LightningDataModule):
 
     @property
     def log_dir(self) -> Path:
-        if self._log_dir is not None:
-            return Path(self._log_dir)
-        return Path((self.trainer.log_dir if self.trainer is not None else None) or ".")
+        if self._log_dir is None:
+            self._log_dir = str(self._run_dir)
+        return Path(self._log_dir)
 
     @property
     def rollout_dir(self) -> Path:
         """Where the rollout callback writes the RL buffers: this run's own folder (the folds are shared)."""
-        return Path((self.trainer.log_dir if self.trainer is not None else None) or self.log_dir) / "rollouts"
+        return self._run_dir / "rollouts"
+
+    @property
+    def _run_dir(self) -> Path:
+        if self._resolved_run_dir is None:  # resolved once: trainer.log_dir broadcasts, so not from rank 0 alone later
+            root = self.trainer.log_dir if self.trainer is not None else None
+            self._resolved_run_dir = Path(root) if root else Path(self._log_dir or ".")
+        return self._resolved_run_dir
 
     def use_iteration(self, iteration: int) -> None:
         """Train on buffer ``iteration`` from the next (re)loaded dataloader on."""
@@ -108,6 +116,7 @@ class PITDataModule(LightningDataModule):
         return self.folds["rl"][: self.num_rl_prompts]
 
     def setup(self, stage: str) -> None:
+        self._run_dir  # resolve the folders on every rank now (see _run_dir)
         if not self.folds:
             self.folds = self._folds()
         if self.tokenizer is None:

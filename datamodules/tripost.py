@@ -83,10 +83,10 @@ class TriPosTDataModule(LightningDataModule):
 
     @property
     def log_dir(self) -> Path:
-        if self._log_dir is not None:
-            return Path(self._log_dir)
-        root = self.trainer.log_dir if self.trainer is not None else None
-        return Path(root or ".") / "interaction_logs"
+        if self._log_dir is None:  # resolved once: trainer.log_dir broadcasts, so not from rank 0 alone later
+            root = self.trainer.log_dir if self.trainer is not None else None
+            self._log_dir = str(Path(root or ".") / "interaction_logs")
+        return Path(self._log_dir)
 
     @property
     def rollout_dir(self) -> Path:
@@ -94,6 +94,7 @@ class TriPosTDataModule(LightningDataModule):
         return self.log_dir
 
     def setup(self, stage: str) -> None:
+        self.log_dir  # resolve the folder on every rank now (see log_dir)
         if self.tokenizer is None:
             self.tokenizer = self._build_tokenizer()
 

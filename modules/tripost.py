@@ -183,8 +183,9 @@ class TriPosTModule(LightningModule):
         return save_hf_folder(self.model, self.tokenizer, directory)
 
     def on_fit_end(self) -> None:
+        directory = self.hparams.export_dir or Path(self.trainer.log_dir or ".") / "hf_model"  # log_dir: all ranks
         if self.trainer.is_global_zero:
-            self.export(self.hparams.export_dir or Path(self.trainer.log_dir or ".") / "hf_model")
+            self.export(directory)
 
     # ---- weighted SFT --------------------------------------------------------------------------------------------
 
