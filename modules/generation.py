@@ -24,6 +24,14 @@ def save_hf_folder(model: PreTrainedModel, tokenizer, directory: str | Path) -> 
     return directory
 
 
+def export_at_fit_end(trainer, model: PreTrainedModel, tokenizer, export_dir: str | None, name: str) -> None:
+    """``on_fit_end`` export: ``export_dir`` or ``{trainer.log_dir}/{name}``. Every rank resolves the folder
+    (``trainer.log_dir`` is a broadcast under distributed strategies); rank 0 writes."""
+    directory = export_dir or Path(trainer.log_dir or ".") / name
+    if trainer.is_global_zero:
+        save_hf_folder(model, tokenizer, directory)
+
+
 @dataclass(frozen=True)
 class Completion:
     tokens: list[int]  # generated ids, EOS and padding removed

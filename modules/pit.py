@@ -30,7 +30,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Pr
 from datamodules.interaction_log import Episode, Turn, read_shard, write_shard
 from datamodules.pit import pair_of, pit_prompt
 from feedback.base import Judge
-from modules.generation import generate, save_hf_folder
+from modules.generation import export_at_fit_end, generate, save_hf_folder
 from modules.ppo import entropy, gae, masked_mean, policy_loss, shaped_rewards, token_logprobs, value_loss, whiten
 from modules.tripost import TinyLlama, weighted_lm_loss
 
@@ -139,9 +139,7 @@ class PITPolicy(LightningModule):
         return save_hf_folder(self.model, self.tokenizer, directory)
 
     def on_fit_end(self) -> None:
-        directory = self.hparams.export_dir or Path(self.trainer.log_dir or ".") / "hf_model"  # log_dir: all ranks
-        if self.trainer.is_global_zero:
-            self.export(directory)
+        export_at_fit_end(self.trainer, self.model, self.tokenizer, self.hparams.export_dir, "hf_model")
 
     # ---- generation ----------------------------------------------------------------------------------------------
 

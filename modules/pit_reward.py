@@ -16,15 +16,13 @@ r_wl > r_lw (torchmetrics).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torchmetrics import MeanMetric
 from transformers import AutoModelForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
 
-from modules.generation import save_hf_folder
+from modules.generation import export_at_fit_end
 from modules.tripost import TinyLlama
 
 #: the five ordered comparisons (better, worse) of the gap loss, by index into (r_wl, r_ww, r_ll, r_lw)
@@ -124,7 +122,5 @@ class PITRewardModel(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_fit_end(self) -> None:
-        # trainer.log_dir broadcasts under distributed strategies: every rank asks, rank 0 writes
-        out = Path(self.hparams.export_dir or Path(self.trainer.log_dir or ".") / "reward_model")
-        if self.trainer.is_global_zero:
-            save_hf_folder(self.model, self.trainer.datamodule.tokenizer, out)
+        export_at_fit_end(self.trainer, self.model, self.trainer.datamodule.tokenizer, self.hparams.export_dir,
+                          "reward_model")

@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Pr
 from datamodules.interaction_log import Episode
 from feedback.base import Teacher
 from feedback.editing import edit_traces
-from modules.generation import generate, save_hf_folder
+from modules.generation import export_at_fit_end, generate, save_hf_folder
 from tasks.base import CORRECT_MARKER, FEEDBACK_HEADER, UPDATED_HEADER, Question, Task
 
 
@@ -183,9 +183,7 @@ class TriPosTModule(LightningModule):
         return save_hf_folder(self.model, self.tokenizer, directory)
 
     def on_fit_end(self) -> None:
-        directory = self.hparams.export_dir or Path(self.trainer.log_dir or ".") / "hf_model"  # log_dir: all ranks
-        if self.trainer.is_global_zero:
-            self.export(directory)
+        export_at_fit_end(self.trainer, self.model, self.tokenizer, self.hparams.export_dir, "hf_model")
 
     # ---- weighted SFT --------------------------------------------------------------------------------------------
 
