@@ -8,7 +8,7 @@ own and no dummy prefix is added, so text tokenised in segments decodes back exa
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import sentencepiece as spm
@@ -67,6 +67,18 @@ def train_sentencepiece(
         tokenizer.add_tokens(pieces)
         tokenizer.save_pretrained(out_dir)
     return load_tokenizer(out_dir)
+
+
+def task_tokenizer(folder: Path, corpus: Callable[[], list[str]], vocab_size: int, fixed_pieces: Sequence[str],
+                   split_digits: bool, trainer=None) -> PreTrainedTokenizerBase:
+    """The tokenizer trained on a task's text in ``folder``: loaded if it is there (a resumed run keeps the
+    vocabulary its checkpoint was trained with), else trained from ``corpus()``. Under a distributed trainer rank 0
+    trains while the others wait, so no rank reads a half-written folder."""
+    if not (folder / "tokenizer.model").exists() and (trainer is None or trainer.is_global_zero):
+        train_sentencepiece(corpus(), vocab_size, folder, fixed_pieces, split_digits)
+    if trainer is not None:
+        trainer.strategy.barrier("task tokenizer")
+    return load_tokenizer(folder)
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:

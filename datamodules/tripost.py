@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from datamodules.examples import GOLD, IMPROVEMENT, NON_IMPROVEMENT, Example, count_kinds, gold_example
 from datamodules.examples import rebalance, split_turns
 from datamodules.interaction_log import list_shards, read_shard, shard_path
-from datamodules.tokenizer import load_tokenizer, train_sentencepiece
+from datamodules.tokenizer import load_tokenizer, task_tokenizer
 from tasks.base import Question, Task, correct_feedback
 
 
@@ -101,11 +101,9 @@ class TriPosTDataModule(LightningDataModule):
     def _build_tokenizer(self) -> PreTrainedTokenizerBase:
         if self.tokenizer_path is not None:
             return load_tokenizer(self.tokenizer_path)
-        folder = self.log_dir / "tokenizer"
-        if (folder / "tokenizer.model").exists():  # resumed run: keep the vocabulary the checkpoint was trained with
-            return load_tokenizer(folder)
-        corpus = [self.task.prompt(q) + self.task.gold_rationale(q) for q in self.task.questions("train")]
-        return train_sentencepiece(corpus, self.vocab_size, folder, [self.task.answer_info], self.split_digits)
+        corpus = lambda: [self.task.prompt(q) + self.task.gold_rationale(q) for q in self.task.questions("train")]  # noqa: E731
+        return task_tokenizer(self.log_dir / "tokenizer", corpus, self.vocab_size, [self.task.answer_info],
+                              self.split_digits, self.trainer)
 
     def train_questions(self) -> list[Question]:
         return self.task.questions("train")
