@@ -60,9 +60,12 @@ class IterativeImprovementEval(Callback):
         score = datamodule.preferences.score
         exact0 = [score(x, y0) for x, y0 in pairs]
         exact = exact0[0] is not None
-        metrics: dict[str, list[float]] = {"exact_score": [sum(exact0) / len(exact0)] if exact else [],
-                                           "exact_win_rate": [0.0], "exact_lose_rate": [0.0], "rm_win_rate": [0.0]}
-        base = self.judge.score([(x, y0, y0) for x, y0 in pairs]) if self.judge else []
+        metrics: dict[str, list[float]] = {}
+        if exact:
+            metrics |= {"exact_score": [sum(exact0) / len(exact0)], "exact_win_rate": [0.0], "exact_lose_rate": [0.0]}
+        if self.judge:
+            metrics["rm_win_rate"] = [0.0]
+            base = self.judge.score([(x, y0, y0) for x, y0 in pairs])
         current = pairs
         with isolate_rng():
             torch.manual_seed(self.seed)
@@ -77,7 +80,7 @@ class IterativeImprovementEval(Callback):
                 if self.judge:
                     gaps = self.judge.score([(x, y0, y) for (x, y0), (_, y) in zip(pairs, current)])
                     metrics["rm_win_rate"].append(sum(g > b0 for g, b0 in zip(gaps, base)) / len(gaps))
-        return {k: v for k, v in metrics.items() if len(v) > 1 or k == "exact_score" and v}
+        return metrics
 
     def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.last = self.evaluate(pl_module, trainer.datamodule)

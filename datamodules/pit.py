@@ -32,7 +32,7 @@ from transformers import PreTrainedTokenizerBase
 
 from datamodules.interaction_log import Episode, read_shard, write_shard
 from datamodules.preference import FOLDS, PreferenceSource, three_folds
-from datamodules.tokenizer import load_tokenizer, train_sentencepiece
+from datamodules.tokenizer import load_tokenizer, task_tokenizer
 from datamodules.tripost import collate, length_grouped_batches
 
 TEMPLATE = "{x}\n\n### Original response:\n{y_ref}\n\n### Improved response:\n"
@@ -43,6 +43,16 @@ RM_ORDERINGS = (("w", "l"), ("w", "w"), ("l", "l"), ("l", "w"))
 def pit_prompt(x: str, y_ref: str) -> str:
     """``T(x, y_ref)``: what the PIT policy continues and what the reward model reads before the response."""
     return TEMPLATE.format(x=x, y_ref=y_ref.strip())
+
+
+def policy_prompt(x: str) -> str:
+    """What the plain ("original") policy M_P continues: the request alone."""
+    return x + "\n"
+
+
+def scored_ids(tokenizer: PreTrainedTokenizerBase, x: str, y_ref: str, y: str) -> list[int]:
+    """``T(x, y_ref) + y`` as the reward model reads it (no EOS: the score is read at the last response token)."""
+    return tokenizer.encode(pit_prompt(x, y_ref), add_special_tokens=True) + tokenizer.encode(y, add_special_tokens=False)
 
 
 def pair_of(episode: Episode) -> tuple[str, str, str]:
@@ -138,11 +148,9 @@ class PITDataModule(LightningDataModule):
     def _build_tokenizer(self) -> PreTrainedTokenizerBase:
         if self.tokenizer_path is not None:
             return load_tokenizer(self.tokenizer_path)
-        folder = self.log_dir / "tokenizer"
-        if (folder / "tokenizer.model").exists():
-            return load_tokenizer(folder)
-        corpus = [pit_prompt(x, l) + w for x, w, l in map(pair_of, self.folds["sft"] + self.folds["rm"])]
-        return train_sentencepiece(corpus, self.vocab_size, folder, [TEMPLATE.split("{y_ref}")[1]], split_digits=True)
+        corpus = lambda: [pit_prompt(x, l) + w for x, w, l in map(pair_of, self.folds["sft"] + self.folds["rm"])]  # noqa: E731
+        return task_tokenizer(self.log_dir / "tokenizer", corpus, self.vocab_size, [TEMPLATE.split("{y_ref}")[1]],
+                              True, self.trainer)
 
     # ---- examples ------------------------------------------------------------------------------------------------
 
@@ -153,9 +161,8 @@ class PITDataModule(LightningDataModule):
         n_val = int(len(episodes) * self.val_fraction)
         return episodes[n_val:], episodes[:n_val]
 
-    def encode_scored(self, prompt: str, response: str) -> dict[str, torch.Tensor]:
-        """``T(...) + response`` for the reward model (no EOS: the score is read at the last response token)."""
-        ids = self.tokenizer.encode(prompt, add_special_tokens=True) + self.tokenizer.encode(response, add_special_tokens=False)
+    def encode_scored(self, x: str, y_ref: str, y: str) -> dict[str, torch.Tensor]:
+        ids = scored_ids(self.tokenizer, x, y_ref, y)
         return {"input_ids": torch.tensor(ids), "loss_weights": torch.ones(len(ids))}
 
     def encode_sft(self, prompt: str, response: str) -> dict[str, torch.Tensor]:
@@ -169,7 +176,7 @@ class PITDataModule(LightningDataModule):
         items = []
         for x, w, l in map(pair_of, episodes):
             text = {"w": w, "l": l}
-            items.append([self.encode_scored(pit_prompt(x, text[ref]), text[resp]) for resp, ref in RM_ORDERINGS])
+            items.append([self.encode_scored(x, text[ref], text[resp]) for resp, ref in RM_ORDERINGS])
         return items
 
     # ---- loaders -------------------------------------------------------------------------------------------------
@@ -226,7 +233,7 @@ class PITDataModule(LightningDataModule):
             lengths = [max(len(i["input_ids"]) for i in g) for g in groups]
             make = lambda batch: _rm_collate([groups[i] for i in batch], pad)  # noqa: E731
         else:
-            prompt = (lambda x, l: x + "\n") if self.stage == "policy_sft" else pit_prompt
+            prompt = (lambda x, l: policy_prompt(x)) if self.stage == "policy_sft" else pit_prompt
             groups = [self.encode_sft(prompt(x, l), w) for x, w, l in map(pair_of, episodes)]
             groups = [g for g in groups if len(g["input_ids"]) <= self.max_length]
             lengths = [len(g["input_ids"]) for g in groups]

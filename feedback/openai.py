@@ -137,13 +137,14 @@ class OpenAITeacher(LLMTeacher):
     def complete(self, prompts: Sequence[str], temperature: float, max_tokens: int) -> list[str | Dropped]:
         payloads = [self._payload(p, temperature, max_tokens) for p in prompts]
         keys = [cache_key(self.url, p) for p in payloads]
+        unique = dict(zip(keys, payloads))  # identical requests are asked once
         answers: dict[str, str | Dropped] = {}
-        for key in dict.fromkeys(keys):  # unique keys, in order
+        for key in unique:
             record = self.cache.get(key) if self.cache is not None else None
             if record is not None:
                 answers[key] = record["text"]
         self._add(cache_hits=sum(key in answers for key in keys))
-        todo = [(key, payloads[keys.index(key)]) for key in dict.fromkeys(keys) if key not in answers]
+        todo = [(key, payload) for key, payload in unique.items() if key not in answers]
         if todo:
             self._fetch(todo, answers)
         return [answers[key] for key in keys]

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from datamodules.pit import pit_prompt
+from datamodules.pit import scored_ids
 from feedback.base import Judge
 from datamodules.tokenizer import load_tokenizer
 from datamodules.tripost import collate
-from modules.pit_reward import last_token_scores
+from modules.pit_reward import gap_rewards
 
 
 class RewardModelJudge(Judge):
@@ -52,15 +52,13 @@ class RewardModelJudge(Judge):
         if self._model is None:
             self._load()
         tok = self._tokenizer
-        sequences = [tok.encode(pit_prompt(x, y_ref), add_special_tokens=True) + tok.encode(y, add_special_tokens=False)
-                     for x, y_ref, y in items]
+        sequences = [scored_ids(tok, x, y_ref, y) for x, y_ref, y in items]
         scores: list[float] = []
         for start in range(0, len(sequences), self.batch_size):
             chunk = [{"input_ids": torch.tensor(s), "loss_weights": torch.zeros(len(s))}
                      for s in sequences[start : start + self.batch_size]]
             batch = collate(chunk, tok.pad_token_id)
             ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
-            hidden = self._model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
-            scores += last_token_scores(self._model.score(hidden).squeeze(-1), mask).float().tolist()
+            scores += gap_rewards(self._model, ids, mask).float().tolist()
         self.scored += len(items)
         return scores

@@ -9,27 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel
-
-
-def save_hf_folder(model: PreTrainedModel, tokenizer, directory: str | Path) -> Path:
-    """Save model and tokenizer as a Hugging Face folder that plain transformers (or vLLM) can load."""
-    directory = Path(directory)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
-def export_at_fit_end(trainer, model: PreTrainedModel, tokenizer, export_dir: str | None, name: str) -> None:
-    """``on_fit_end`` export: ``export_dir`` or ``{trainer.log_dir}/{name}``. Every rank resolves the folder
-    (``trainer.log_dir`` is a broadcast under distributed strategies); rank 0 writes."""
-    directory = export_dir or Path(trainer.log_dir or ".") / name
-    if trainer.is_global_zero:
-        save_hf_folder(model, tokenizer, directory)
 
 
 @dataclass(frozen=True)

@@ -18,21 +18,21 @@ sampled once from ``original_policy`` (round 2, hard), saved as ``references_rou
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Literal
 
 import torch
 from lightning.pytorch import LightningModule
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import AutoModelForCausalLM, LlamaForCausalLM, PreTrainedModel
 
 from datamodules.interaction_log import Episode, Turn, read_shard, write_shard
-from datamodules.pit import pair_of, pit_prompt
+from datamodules.pit import pair_of, pit_prompt, policy_prompt
 from feedback.base import Judge
-from modules.generation import export_at_fit_end, generate, save_hf_folder
+from modules.common import TinyLlama, export_at_fit_end, save_hf_folder, tiny_llama_config, warmup_cosine_schedule
+from modules.generation import generate
 from modules.ppo import entropy, gae, masked_mean, policy_loss, shaped_rewards, token_logprobs, value_loss, whiten
-from modules.tripost import TinyLlama, weighted_lm_loss
+from modules.tripost import weighted_lm_loss
 
 
 class PITPolicy(LightningModule):
@@ -72,6 +72,7 @@ class PITPolicy(LightningModule):
         self._frozen: dict[str, PreTrainedModel] = {}  # not a submodule: not trained, not in checkpoints
         self._buffer: dict[int, dict[str, torch.Tensor]] = {}
         self._epoch_start, self.optimisation_s = 0.0, 0.0
+        self._no_change: dict[tuple[str, str], float] = {}  # judge scores of unchanged references, per (x, y_ref)
 
     # ---- schedule (the rollout callback's protocol, shared with TriPosT) ------------------------------------------
 
@@ -102,12 +103,7 @@ class PITPolicy(LightningModule):
             return
         tok = self.tokenizer
         if self.hparams.model is None:
-            t = self.tiny
-            self.model = LlamaForCausalLM(LlamaConfig(
-                vocab_size=len(tok), hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
-                num_hidden_layers=t.num_layers, num_attention_heads=t.num_heads, num_key_value_heads=t.num_heads,
-                max_position_embeddings=t.max_position_embeddings, pad_token_id=tok.pad_token_id,
-                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
+            self.model = LlamaForCausalLM(tiny_llama_config(self.tiny, tok))
         else:
             self.model = AutoModelForCausalLM.from_pretrained(self.hparams.model)
         if self.hparams.stage == "rl":
@@ -166,7 +162,7 @@ class PITPolicy(LightningModule):
         path = rollout_dir / "references_round2.jsonl"
         if not path.exists():
             original = AutoModelForCausalLM.from_pretrained(self.hparams.original_policy).to(self.device)
-            samples = self.respond([x + "\n" for x, _ in pairs], self.hparams.temperature, original, "round-2 refs")
+            samples = self.respond([policy_prompt(x) for x, _ in pairs], self.hparams.temperature, original, "round-2 refs")
             write_shard(path, [Episode(id=f"{e.id}/ref2", task=e.task, iteration=iteration, prompt=x,
                                        turns=(Turn("reference", text.strip(), "original_policy"),), outcome="correct")
                                for e, (x, _), (text, _) in zip(rl_fold, pairs, samples)])
@@ -187,7 +183,7 @@ class PITPolicy(LightningModule):
         responses = self.respond([pit_prompt(x, y) for x, y in pairs], rollouts.temperature, progress=f"rollouts it{iteration}")
         generated = time.perf_counter()
         gaps = judge.score([(x, y_ref, y.strip()) for (x, y_ref), (y, _) in zip(pairs, responses)])
-        no_change = judge.score([(x, y_ref, y_ref) for x, y_ref in pairs])
+        no_change = self._no_change_rewards(judge, pairs)
         rollouts.record("time/generation_s", generated - start)
         rollouts.record("time/scoring_s", time.perf_counter() - generated)
         by = "dataset" if self.round_of(iteration) == 1 else "original_policy"
@@ -202,6 +198,13 @@ class PITPolicy(LightningModule):
                                     outcome="improved" if gap > base else "failed", scores=scores))
         self._log_rollouts(episodes, iteration, rollouts.record)
         return episodes
+
+    def _no_change_rewards(self, judge: Judge, pairs: list[tuple[str, str]]) -> list[float]:
+        """R(x, y_ref, y_ref), the "no improvement" level of each reference. References stay the same for a whole
+        round and the judge is frozen, so each is scored once, not every epoch."""
+        new = list(dict.fromkeys(p for p in pairs if p not in self._no_change))
+        self._no_change.update(zip(new, judge.score([(x, y_ref, y_ref) for x, y_ref in new])))
+        return [self._no_change[p] for p in pairs]
 
     def _log_rollouts(self, episodes: list[Episode], iteration: int, record) -> None:
         mean = lambda xs: float(sum(xs) / max(1, len(xs)))  # noqa: E731
@@ -288,13 +291,4 @@ class PITPolicy(LightningModule):
         optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         if self.hparams.stage == "rl":
             return optimizer
-        total = max(1, self.trainer.estimated_stepping_batches)
-        warm = max(1, total // 10)
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}}
+        return warmup_cosine_schedule(optimizer, self.trainer.estimated_stepping_batches)

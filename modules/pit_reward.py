@@ -20,10 +20,9 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torchmetrics import MeanMetric
-from transformers import AutoModelForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
+from transformers import AutoModelForSequenceClassification, LlamaForSequenceClassification, PreTrainedModel
 
-from modules.generation import export_at_fit_end
-from modules.tripost import TinyLlama
+from modules.common import TinyLlama, export_at_fit_end, tiny_llama_config, warmup_cosine_schedule
 
 #: the five ordered comparisons (better, worse) of the gap loss, by index into (r_wl, r_ww, r_ll, r_lw)
 ORDERINGS = {"wl>ww": (0, 1), "wl>ll": (0, 2), "wl>lw": (0, 3), "ww>lw": (1, 3), "ll>lw": (2, 3)}
@@ -39,6 +38,12 @@ def last_token_scores(values: torch.Tensor, attention_mask: torch.Tensor) -> tor
     """``values`` [B, T] read at each row's last real token (right padding) -> [B]."""
     last = attention_mask.sum(dim=1) - 1
     return values.gather(1, last.unsqueeze(1)).squeeze(1)
+
+
+def gap_rewards(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """A sequence classifier's scalar read at each right-padded row's last real token, whatever the pad id: [B]."""
+    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    return last_token_scores(model.score(hidden).squeeze(-1), attention_mask)
 
 
 class PITRewardModel(LightningModule):
@@ -68,21 +73,14 @@ class PITRewardModel(LightningModule):
             return
         tok = self.trainer.datamodule.tokenizer
         if self.hparams.model is None:
-            t = self.tiny
-            config = LlamaConfig(vocab_size=len(tok), hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
-                                 num_hidden_layers=t.num_layers, num_attention_heads=t.num_heads,
-                                 num_key_value_heads=t.num_heads, max_position_embeddings=t.max_position_embeddings,
-                                 num_labels=1, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                                 eos_token_id=tok.eos_token_id)
-            self.model = LlamaForSequenceClassification(config)
+            self.model = LlamaForSequenceClassification(tiny_llama_config(self.tiny, tok, num_labels=1))
         else:
             self.model = AutoModelForSequenceClassification.from_pretrained(self.hparams.model, num_labels=1)
             self.model.config.pad_token_id = tok.pad_token_id
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Gap rewards [B] of right-padded sequences [B, T] (read at the last real token, whatever the pad id)."""
-        hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return last_token_scores(self.model.score(hidden).squeeze(-1), attention_mask)
+        return gap_rewards(self.model, input_ids, attention_mask)
 
     def _rewards(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self(batch["input_ids"], batch["attention_mask"]).view(-1, 4)  # [B, 4]: wl, ww, ll, lw
@@ -109,17 +107,7 @@ class PITRewardModel(LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = max(1, self.trainer.estimated_stepping_batches)
-        warm = max(1, int(total * self.hparams.warmup_ratio))
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            progress = min(1.0, (step - warm) / max(1, total - warm))
-            return 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item())
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return warmup_cosine_schedule(optimizer, self.trainer.estimated_stepping_batches, self.hparams.warmup_ratio)
 
     def on_fit_end(self) -> None:
         export_at_fit_end(self.trainer, self.model, self.trainer.datamodule.tokenizer, self.hparams.export_dir,

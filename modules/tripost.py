@@ -16,24 +16,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import AutoModelForCausalLM, LlamaForCausalLM, PreTrainedModel
 
 from datamodules.interaction_log import Episode
 from feedback.base import Teacher
 from feedback.editing import edit_traces
-from modules.generation import export_at_fit_end, generate, save_hf_folder
+from modules.common import TinyLlama, export_at_fit_end, save_hf_folder, tiny_llama_config
+from modules.generation import generate
 from tasks.base import CORRECT_MARKER, FEEDBACK_HEADER, UPDATED_HEADER, Question, Task
-
-
-@dataclass
-class TinyLlama:
-    """Dimensions of the tiny Llama built from scratch when no pretrained model is given (the CPU default)."""
-
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 512
-    max_position_embeddings: int = 2048
 
 
 @dataclass
@@ -149,7 +139,7 @@ class TriPosTModule(LightningModule):
             return
         tokenizer = self.tokenizer
         if self.hparams.model is None:
-            self.model = LlamaForCausalLM(self._tiny_config(tokenizer))
+            self.model = LlamaForCausalLM(tiny_llama_config(self.tiny, tokenizer, tie_word_embeddings=True))
         else:
             if self.trainer.datamodule.tokenizer_path is None:
                 raise ValueError(
@@ -161,22 +151,6 @@ class TriPosTModule(LightningModule):
                 self.model.resize_token_embeddings(len(tokenizer))
         if self.hparams.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
-
-    def _tiny_config(self, tokenizer) -> LlamaConfig:
-        t = self.tiny
-        return LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=t.hidden_size,
-            intermediate_size=t.intermediate_size,
-            num_hidden_layers=t.num_layers,
-            num_attention_heads=t.num_heads,
-            num_key_value_heads=t.num_heads,
-            max_position_embeddings=t.max_position_embeddings,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            tie_word_embeddings=True,
-        )
 
     def export(self, directory: str | Path) -> Path:
         """Save model and tokenizer as a Hugging Face folder that plain transformers (or vLLM) can load."""

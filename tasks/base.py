@@ -50,6 +50,15 @@ class Question:
     seen: bool
 
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def resolve_data_path(path: str) -> Path:
+    """A data path as given (``~`` expanded), or relative to the repository root, so configs work from any folder."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (REPO_ROOT / p).resolve()
+
+
 def read_bigbench_examples(path: Path, flag: str) -> list:
     """The ``examples`` list of a BIG-bench task.json; a missing or malformed file names the ``flag`` that sets it."""
     if not path.is_file():

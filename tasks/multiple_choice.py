@@ -27,20 +27,13 @@ import re
 from pathlib import Path
 
 from datamodules.interaction_log import read_shard
-from tasks.base import Question, Task, read_bigbench_examples, split_steps
+from tasks.base import Question, Task, read_bigbench_examples, resolve_data_path, split_steps
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = "../shared/data/bigbench"
 _ANSWER = re.compile(r"the answer is \(([A-Z])\)")
 _STOP_WORDS = {"the", "is", "a", "an", "of", "from"}
 COLLECT_HINT = ("collect them with `python -m feedback.collect_rationales --config <the run's config>` and pass the "
                 "shard as --data.init_args.task.init_args.rationales=<path>")
-
-
-def resolve(path: str) -> Path:
-    """A data path as given, or relative to the repository root (so configs work from any working directory)."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else (REPO_ROOT / p).resolve()
 
 
 HUB_PREFIX = "hf:"
@@ -116,7 +109,7 @@ class MultipleChoiceTask(Task):
         if path is None:
             return {}
         kept = {}
-        for episode in read_shard(resolve(path)):
+        for episode in read_shard(resolve_data_path(path)):
             if episode.task != self.name:
                 raise ValueError(f"{path}: episode {episode.id} is for task {episode.task!r}, not {self.name!r}")
             if episode.outcome == "correct" and episode.question_id is not None:
@@ -178,7 +171,7 @@ class DateUnderstanding(MultipleChoiceTask):
 
     def __init__(self, data_path: str = f"{DEFAULT_DATA_DIR}/date_understanding.json", rationales: str | None = None,
                  num_test_seen: int = 55, seed: int = 0) -> None:
-        self.data_path = data_path if data_path.startswith(HUB_PREFIX) else resolve(data_path)
+        self.data_path = data_path if data_path.startswith(HUB_PREFIX) else resolve_data_path(data_path)
         rng = random.Random(f"{self.name}/{seed}")
         self._pool = [self._make_question(f"du-{i:04d}", text, options, gold, "pool", True, rng)
                       for i, (text, options, gold) in enumerate(load_choices(self.data_path))]
@@ -238,7 +231,7 @@ class LogicalDeduction(MultipleChoiceTask):
 
     def __init__(self, data_dir: str = DEFAULT_DATA_DIR, rationales: str | None = None, num_test_seen: int = 100,
                  num_test_unseen: int = 100, seed: int = 0) -> None:
-        self.data_dir = resolve(data_dir)
+        self.data_dir = resolve_data_path(data_dir)
         rng = random.Random(f"{self.name}/{seed}")
         by_size: dict[int, list[Question]] = {}
         for size, word in self._FILES.items():

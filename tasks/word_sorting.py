@@ -30,9 +30,8 @@ from itertools import pairwise
 from pathlib import Path
 
 from feedback.base import Dropped, Feedback, error_feedback
-from tasks.base import Question, Task, correct_feedback, read_bigbench_examples, split_steps
+from tasks.base import Question, Task, correct_feedback, read_bigbench_examples, resolve_data_path, split_steps
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_PATH = "../shared/data/bigbench/word_sorting.json"
 BUCKETS = ["2-3", "4-7", "8-10", "11-15", "16+"]
 SEEN_BUCKETS = BUCKETS[:2]
@@ -486,8 +485,7 @@ class WordSorting(Task):
 
     def __init__(self, data_path: str = DEFAULT_DATA_PATH, num_train: int = 473, num_test_seen: int = 127,
                  num_test_unseen: int = 252, seed: int = 0) -> None:
-        path = Path(data_path)
-        self.data_path = path if path.is_absolute() else (REPO_ROOT / path).resolve()
+        self.data_path = resolve_data_path(data_path)
         rows = load_examples(self.data_path)
         seen = [row for row in rows if len(row[1]) <= MAX_SEEN_WORDS]
         unseen = [row for row in rows if len(row[1]) > MAX_SEEN_WORDS]

@@ -28,7 +28,9 @@ def test_hh_rlhf_folds_become_reward_model_and_sft_batches(tmp_path):
     tok = data.tokenizer
     first = tok.decode(batch["input_ids"][0][batch["attention_mask"][0] > 0], skip_special_tokens=True)
     second = tok.decode(batch["input_ids"][1][batch["attention_mask"][1] > 0], skip_special_tokens=True)
-    assert "### Original response:\nNo." in first and first.rstrip().endswith("It is " + first.split("It is ")[-1].strip())
+    reference, response = first.split("### Improved response:\n")
+    assert reference.rstrip().endswith("### Original response:\nNo.")  # (w, l): y_l as the reference ...
+    assert response.strip().startswith("It is ") and response.strip().endswith(".")  # ... y_w as the response
     assert second.count("It is") == 2  # (w, w): the chosen reply as reference and as response
 
     data.stage = "sft"
