@@ -43,18 +43,17 @@ class IterativeImprovementEval(Callback):
         self.last: dict[str, list[float]] = {}
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.every_epoch and trainer.is_global_zero:
+        if self.every_epoch:
             self._evaluate(trainer, pl_module)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
         if not self.every_epoch:
             self._evaluate(trainer, pl_module)
         rank_zero_info(self.table())
 
-    def evaluate(self, pl_module: LightningModule, datamodule) -> dict[str, list[float]]:
-        """Per-iteration metrics (lists indexed by iteration, 0 = the references)."""
+    def evaluate(self, pl_module: LightningModule, datamodule, judge: bool = True) -> dict[str, list[float]]:
+        """Per-iteration metrics (lists indexed by iteration, 0 = the references). Every rank runs it (the policy's
+        generation is split over the ranks, all get every answer); ``judge``: also ask the judge (rank 0 only)."""
         held_out = datamodule.split("rm")[1][: self.num_prompts]
         pairs = [(x, l) for x, _, l in map(pair_of, held_out)]
         score = datamodule.preferences.score
@@ -63,7 +62,8 @@ class IterativeImprovementEval(Callback):
         metrics: dict[str, list[float]] = {}
         if exact:
             metrics |= {"exact_score": [sum(exact0) / len(exact0)], "exact_win_rate": [0.0], "exact_lose_rate": [0.0]}
-        if self.judge:
+        judge = judge and self.judge is not None
+        if judge:
             metrics["rm_win_rate"] = [0.0]
             base = self.judge.score([(x, y0, y0) for x, y0 in pairs])
         current = pairs
@@ -77,13 +77,15 @@ class IterativeImprovementEval(Callback):
                     metrics["exact_score"].append(sum(s) / len(s))
                     metrics["exact_win_rate"].append(sum(b > a for a, b in zip(exact0, s)) / len(s))
                     metrics["exact_lose_rate"].append(sum(b < a for a, b in zip(exact0, s)) / len(s))
-                if self.judge:
+                if judge:
                     gaps = self.judge.score([(x, y0, y) for (x, y0), (_, y) in zip(pairs, current)])
                     metrics["rm_win_rate"].append(sum(g > b0 for g, b0 in zip(gaps, base)) / len(gaps))
         return metrics
 
     def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.last = self.evaluate(pl_module, trainer.datamodule)
+        self.last = self.evaluate(pl_module, trainer.datamodule, judge=trainer.is_global_zero)
+        if not trainer.is_global_zero:
+            return
         if trainer.logger is not None:  # the logger directly: this also runs in on_fit_end, where self.log cannot
             trainer.logger.log_metrics({f"pit_eval/{name}/iter_{i}": value for name, values in self.last.items()
                                         for i, value in enumerate(values)}, step=trainer.global_step)

@@ -5,8 +5,12 @@ rolled out on the task's training questions, the teacher edits every trajectory,
 them, failed and dropped ones included, with their reasons) are written as the next iteration's interaction-log
 shard. PIT's RL: before the first epoch and after every epoch, the policy improves the RL prompts' references and
 the judge scores them; that shard is the next epoch's PPO buffer. The DataModule then trains on the shard from the
-next epoch on; no rollouts follow the last iteration. What a rollout is belongs to the module
-(``collect_rollouts``); this callback decides when, writes and reuses shards, seeds, syncs ranks and logs.
+next epoch on; no rollouts follow the last iteration. What a rollout is belongs to the module (``rollout``: the
+policy samples; ``feedback``: the teacher or judge turns samples into episodes); this callback decides when, writes
+and reuses shards, seeds, syncs ranks and logs.
+
+Ranks: every rank samples its share of the prompts and gets all samples back (so sharded models decode in
+lock-step); rank 0 alone asks the teacher and writes the shard while the others wait; then every rank reads it.
 
 Resume: a shard is written atomically and never rewritten; if the next iteration's shard already exists (the run
 was killed after writing it), it is reused instead of being collected again, so nothing is lost or duplicated.
@@ -34,7 +38,7 @@ class OnlineRollouts(Callback):
 
     When: at the end of each stage the module reports (``finished_stage``), and before the first epoch for modules
     that train on rollouts from the start (``rollouts_before_training``: PIT's RL). What a rollout is belongs to
-    the module (``collect_rollouts``); this callback keeps the shards, resume, ranks and logging.
+    the module (``rollout`` and ``feedback``); this callback keeps the shards, resume, ranks and logging.
 
     Args:
         teacher: TriPosT: who writes feedback and improvements (``feedback.scripted.ScriptedTeacher``,
@@ -90,37 +94,49 @@ class OnlineRollouts(Callback):
     def _round(self, trainer: Trainer, pl_module: LightningModule, iteration: int) -> None:
         datamodule = trainer.datamodule
         path = shard_path(datamodule.rollout_dir, iteration)
-        if path.exists():
+        if trainer.strategy.broadcast(path.exists()):  # rank 0 decides: every rank must take the same branch
             rank_zero_info(f"iteration {iteration}: reusing existing shard {path} (resumed run)")
-        elif trainer.is_global_zero:
+        else:
             self.metrics = {}
             episodes = self.collect(trainer, pl_module, iteration)
-            write_shard(path, episodes)
-            self._log(trainer, pl_module, episodes, iteration)
-            if trainer.logger is not None:  # the logger directly: rounds also run in on_fit_start, where self.log cannot
-                trainer.logger.log_metrics(self.metrics, step=trainer.global_step)
-            self.history.append({"iteration": iteration, **self.metrics})
+            if trainer.is_global_zero:
+                write_shard(path, episodes)
+                self._log(trainer, pl_module, episodes, iteration)
+                if trainer.logger is not None:  # the logger directly: rounds also run in on_fit_start (no self.log)
+                    trainer.logger.log_metrics(self.metrics, step=trainer.global_step)
+                self.history.append({"iteration": iteration, **self.metrics})
         trainer.strategy.barrier("rollouts")
         datamodule.use_iteration(iteration)
 
-    def collect(self, trainer: Trainer, pl_module: LightningModule, iteration: int) -> list[Episode]:
-        """The module decides what a rollout is (TriPosT: self-improvement traces edited by the teacher; PIT:
-        improvements of references scored by the reward model); seeded per iteration, timed, usage logged."""
+    def collect(self, trainer: Trainer, pl_module: LightningModule, iteration: int) -> list[Episode] | None:
+        """Every rank samples (``pl_module.rollout``: generation is split over the ranks and gathered); rank 0 alone
+        asks the teacher (``pl_module.feedback``) and returns the episodes, the other ranks None. A failure on rank 0
+        is broadcast, so the others stop too instead of waiting for a shard that never comes."""
         self.teacher.reset_usage()
         start = time.perf_counter()
+        episodes, error = None, None
         with isolate_rng():
-            torch.manual_seed(self.seed + iteration)
-            try:
-                episodes = pl_module.collect_rollouts(trainer.datamodule, iteration, self)
-            except TeacherUnavailable as error:  # nothing is written: the resumed run redoes this round (cached)
-                raise TeacherUnavailable(f"iteration {iteration} rollouts failed: {error}") from None
+            torch.manual_seed(self.seed + iteration + 7919 * trainer.global_rank)
+            samples = pl_module.rollout(trainer.datamodule, iteration, self)
+            if trainer.is_global_zero:
+                try:
+                    episodes = pl_module.feedback(trainer.datamodule, iteration, samples, self)
+                except Exception as exception:  # noqa: BLE001 - re-raised below, after the other ranks are told
+                    error = exception
+        message = trainer.strategy.broadcast(None if error is None else f"{type(error).__name__}: {error}")
+        if isinstance(error, TeacherUnavailable):  # nothing is written: the resumed run redoes this round (cached)
+            raise TeacherUnavailable(f"iteration {iteration} rollouts failed: {error}") from None
+        if error is not None:
+            raise error
+        if message is not None:
+            raise RuntimeError(f"iteration {iteration} rollouts failed on rank 0: {message}")
         self.record("time/rollouts_total_s", time.perf_counter() - start)
         for name, value in self.teacher.usage().items():
             self.record(f"teacher/{name}", value)
         return episodes
 
     def record(self, name: str, value: float) -> None:
-        """A scalar of the current round (modules call it from ``collect_rollouts``); logged when the round ends."""
+        """A scalar of the current round (modules call it from ``rollout`` and ``feedback``); logged when the round ends."""
         self.metrics[name] = float(value)
 
     def _log(self, trainer: Trainer, pl_module: LightningModule, episodes: list[Episode], iteration: int) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, PreTrainedModel
 
+from modules.distributed import full_state_dict
+
 
 @dataclass
 class TinyLlama:
@@ -55,17 +57,21 @@ def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, w
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def save_hf_folder(model: PreTrainedModel, tokenizer, directory: str | Path) -> Path:
-    """Save model and tokenizer as a Hugging Face folder that plain transformers (or vLLM) can load."""
+def save_hf_folder(model: PreTrainedModel, tokenizer, directory: str | Path,
+                   state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Save model and tokenizer as a Hugging Face folder that plain transformers (or vLLM) can load;
+    ``state_dict``: the full weights to write (a sharded model's own tensors are only its shards)."""
     directory = Path(directory)
-    model.save_pretrained(directory)
+    model.save_pretrained(directory, state_dict=state_dict)
     tokenizer.save_pretrained(directory)
     return directory
 
 
 def export_at_fit_end(trainer, model: PreTrainedModel, tokenizer, export_dir: str | None, name: str) -> None:
-    """``on_fit_end`` export: ``export_dir`` or ``{trainer.log_dir}/{name}``. Every rank resolves the folder
-    (``trainer.log_dir`` is a broadcast under distributed strategies); rank 0 writes."""
+    """``on_fit_end`` export: ``export_dir`` or ``{trainer.log_dir}/{name}``, from any strategy. Every rank resolves
+    the folder (``trainer.log_dir`` is a broadcast) and helps assemble the full weights (a collective under FSDP);
+    rank 0 writes."""
     directory = export_dir or Path(trainer.log_dir or ".") / name
+    state = full_state_dict(trainer, model)
     if trainer.is_global_zero:
-        save_hf_folder(model, tokenizer, directory)
+        save_hf_folder(model, tokenizer, directory, state)

@@ -32,9 +32,11 @@ def generate(
     temperature: float = 0.0,
     batch_size: int = 64,
     progress: str | None = None,
+    synced_gpus: bool = False,
 ) -> list[Completion]:
     """Complete each prompt (token ids); ``temperature == 0`` is greedy decoding. Order of results = order of
-    prompts. ``progress`` names a progress bar (None: no bar)."""
+    prompts. ``progress`` names a progress bar (None: no bar). ``synced_gpus``: keep decoding until every rank's
+    batch is done (a sharded model's forward is a collective; see ``modules.distributed``)."""
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=temperature > 0,
@@ -54,7 +56,8 @@ def generate(
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             input_ids, attention_mask = left_pad([prompts[i] for i in chunk], pad_token_id, model.device)
-            output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+            output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
+                                    synced_gpus=synced_gpus)
             for i, row in zip(chunk, output[:, input_ids.shape[1] :].tolist()):
                 results[i] = _strip(row, eos_token_id)
             bar.update(len(chunk))

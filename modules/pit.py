@@ -30,7 +30,7 @@ from datamodules.interaction_log import Episode, Turn, read_shard, write_shard
 from datamodules.pit import pair_of, pit_prompt, policy_prompt
 from feedback.base import Judge
 from modules.common import TinyLlama, export_at_fit_end, save_hf_folder, tiny_llama_config, warmup_cosine_schedule
-from modules.generation import generate
+from modules.distributed import generate_across_ranks, generation_context, is_sharded, shard_fsdp2
 from modules.ppo import entropy, gae, masked_mean, policy_loss, shaped_rewards, token_logprobs, value_loss, whiten
 from modules.tripost import weighted_lm_loss
 
@@ -55,6 +55,11 @@ class PITPolicy(LightningModule):
         max_new_tokens: generated tokens per response at most.
         temperature: sampling temperature of rollouts (and of round-2 references).
         generation_batch_size: prompts per ``generate`` call.
+        gradient_checkpointing: recompute activations in the backward pass (Hugging Face's; under FSDP1 the
+            strategy's ``activation_checkpointing_policy`` does the same per wrapped layer).
+        cpu_offload: under FSDP2 (``ModelParallelStrategy``) keep the sharded parameters, gradients and optimiser
+            state in CPU memory (under FSDP1 use ``--trainer.strategy.cpu_offload=true``). The frozen reference of
+            the KL penalty is not sharded: every rank holds a copy.
         export_dir: where ``on_fit_end`` saves model and tokenizer; default ``{trainer.log_dir}/hf_model``.
     """
 
@@ -63,6 +68,7 @@ class PITPolicy(LightningModule):
                  clip: float = 0.2, value_clip: float = 0.2, vf_coef: float = 0.1, gamma: float = 1.0,
                  lam: float = 0.95, round1_epochs: int = 2, original_policy: str | None = None,
                  max_new_tokens: int = 48, temperature: float = 1.0, generation_batch_size: int = 64,
+                 gradient_checkpointing: bool = False, cpu_offload: bool = False,
                  export_dir: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -113,6 +119,10 @@ class PITPolicy(LightningModule):
             self.value_head = torch.nn.Linear(self.model.config.hidden_size, 1)
             torch.nn.init.zeros_(self.value_head.weight)
             torch.nn.init.zeros_(self.value_head.bias)
+        if self.hparams.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        shard_fsdp2(self, [self.model] + ([self.value_head] if self.value_head is not None else []),
+                    cpu_offload=self.hparams.cpu_offload)
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.hparams.stage == "rl":
@@ -141,12 +151,15 @@ class PITPolicy(LightningModule):
 
     def respond(self, prompts: list[str], temperature: float, model: PreTrainedModel | None = None,
                 progress: str | None = None) -> list[tuple[str, bool]]:
-        """``(text, stopped)`` for each prompt, sampled from ``model`` (default: the policy)."""
+        """``(text, stopped)`` for each prompt, sampled from ``model`` (default: the policy). Under a distributed
+        strategy every rank must call this with the same prompts: each generates a share and all get every answer."""
         tok = self.tokenizer
-        completions = generate(model or self.model, [tok.encode(p, add_special_tokens=True) for p in prompts],
-                               eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                               max_new_tokens=self.hparams.max_new_tokens, temperature=temperature,
-                               batch_size=self.hparams.generation_batch_size, progress=progress)
+        sharded = model is None and is_sharded(self._trainer)  # the original policy is a plain per-rank copy
+        with generation_context(self._trainer):
+            completions = generate_across_ranks(
+                model or self.model, [tok.encode(p, add_special_tokens=True) for p in prompts], synced=sharded,
+                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, max_new_tokens=self.hparams.max_new_tokens,
+                temperature=temperature, batch_size=self.hparams.generation_batch_size, progress=progress)
         return [(tok.decode(c.tokens, skip_special_tokens=True), c.stopped) for c in completions]
 
     def improve(self, pairs: list[tuple[str, str]], temperature: float) -> list[str]:
@@ -160,32 +173,39 @@ class PITPolicy(LightningModule):
         if self.round_of(iteration) == 1:
             return pairs
         path = rollout_dir / "references_round2.jsonl"
-        if not path.exists():
+        strategy = self.trainer.strategy
+        if not strategy.broadcast(path.exists()):  # every rank samples its share, rank 0 writes, all read
             original = AutoModelForCausalLM.from_pretrained(self.hparams.original_policy).to(self.device)
             samples = self.respond([policy_prompt(x) for x, _ in pairs], self.hparams.temperature, original, "round-2 refs")
-            write_shard(path, [Episode(id=f"{e.id}/ref2", task=e.task, iteration=iteration, prompt=x,
-                                       turns=(Turn("reference", text.strip(), "original_policy"),), outcome="correct")
-                               for e, (x, _), (text, _) in zip(rl_fold, pairs, samples)])
+            if self.trainer.is_global_zero:
+                write_shard(path, [Episode(id=f"{e.id}/ref2", task=e.task, iteration=iteration, prompt=x,
+                                           turns=(Turn("reference", text.strip(), "original_policy"),), outcome="correct")
+                                   for e, (x, _), (text, _) in zip(rl_fold, pairs, samples)])
+            strategy.barrier("round-2 references")
         return [(e.prompt, e.turns[0].text) for e in read_shard(path)]
 
     # ---- rollouts (called by callbacks.rollouts.OnlineRollouts) ---------------------------------------------------
 
-    def collect_rollouts(self, datamodule, iteration: int, rollouts) -> list[Episode]:
-        """Improve the RL prompts' references, score each improvement with the judge (gap reward) and, where the
-        task has one, the exact score; the episodes are the next epoch's PPO buffer."""
-        judge = rollouts.teacher
-        if not isinstance(judge, Judge):
-            raise TypeError(f"PIT's rollouts are scored by a reward model, got {type(judge).__name__}: set the "
-                            "OnlineRollouts teacher to feedback.reward_model.RewardModelJudge or feedback.llm_judge.LLMJudge")
+    def rollout(self, datamodule, iteration: int, rollouts) -> tuple[list[Episode], list[tuple[str, str]], list]:
+        """Improve the RL prompts' references (every rank: generation is split over the ranks and gathered)."""
+        if not isinstance(rollouts.teacher, Judge):
+            raise TypeError(f"PIT's rollouts are scored by a reward model, got {type(rollouts.teacher).__name__}: set "
+                            "the OnlineRollouts teacher to feedback.reward_model.RewardModelJudge or feedback.llm_judge.LLMJudge")
         fold = datamodule.rl_fold()
         pairs = self.references(iteration, datamodule.rollout_dir, fold)
         start = time.perf_counter()
         responses = self.respond([pit_prompt(x, y) for x, y in pairs], rollouts.temperature, progress=f"rollouts it{iteration}")
-        generated = time.perf_counter()
+        rollouts.record("time/generation_s", time.perf_counter() - start)
+        return fold, pairs, responses
+
+    def feedback(self, datamodule, iteration: int, samples, rollouts) -> list[Episode]:
+        """Score each improvement with the judge (gap reward) and, where the task has one, the exact score; the
+        episodes are the next epoch's PPO buffer (rank 0 only)."""
+        judge, (fold, pairs, responses) = rollouts.teacher, samples
+        start = time.perf_counter()
         gaps = judge.score([(x, y_ref, y.strip()) for (x, y_ref), (y, _) in zip(pairs, responses)])
         no_change = self._no_change_rewards(judge, pairs)
-        rollouts.record("time/generation_s", generated - start)
-        rollouts.record("time/scoring_s", time.perf_counter() - generated)
+        rollouts.record("time/scoring_s", time.perf_counter() - start)
         by = "dataset" if self.round_of(iteration) == 1 else "original_policy"
         episodes = []
         for e, (x, y_ref), (y, stopped), gap, base in zip(fold, pairs, responses, gaps, no_change):

@@ -23,6 +23,7 @@ from torchmetrics import MeanMetric
 from transformers import AutoModelForSequenceClassification, LlamaForSequenceClassification, PreTrainedModel
 
 from modules.common import TinyLlama, export_at_fit_end, tiny_llama_config, warmup_cosine_schedule
+from modules.distributed import shard_fsdp2
 
 #: the five ordered comparisons (better, worse) of the gap loss, by index into (r_wl, r_ww, r_ll, r_lw)
 ORDERINGS = {"wl>ww": (0, 1), "wl>ll": (0, 2), "wl>lw": (0, 3), "ww>lw": (1, 3), "ll>lw": (2, 3)}
@@ -77,6 +78,7 @@ class PITRewardModel(LightningModule):
         else:
             self.model = AutoModelForSequenceClassification.from_pretrained(self.hparams.model, num_labels=1)
             self.model.config.pad_token_id = tok.pad_token_id
+        shard_fsdp2(self, [self.model.base_model, self.model.score])  # gap_rewards calls these two, not the model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Gap rewards [B] of right-padded sequences [B, T] (read at the last real token, whatever the pad id)."""

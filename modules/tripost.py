@@ -22,7 +22,8 @@ from datamodules.interaction_log import Episode
 from feedback.base import Teacher
 from feedback.editing import edit_traces
 from modules.common import TinyLlama, export_at_fit_end, save_hf_folder, tiny_llama_config
-from modules.generation import generate
+from modules.distributed import generate_across_ranks, generation_context, is_sharded, shard_fsdp2
+from modules.generation import Completion
 from tasks.base import CORRECT_MARKER, FEEDBACK_HEADER, UPDATED_HEADER, Question, Task
 
 
@@ -67,7 +68,10 @@ class TriPosTModule(LightningModule):
         max_rounds: test-time self-improvement rounds (attempt, feedback, update) at most.
         max_new_tokens: tokens generated per round at most.
         generation_batch_size: prompts per ``generate`` call.
-        gradient_checkpointing: recompute activations in the backward pass.
+        gradient_checkpointing: recompute activations in the backward pass (Hugging Face's; under FSDP1 the
+            strategy's ``activation_checkpointing_policy`` does the same per wrapped layer).
+        cpu_offload: under FSDP2 (``ModelParallelStrategy``) keep the sharded parameters, gradients and optimiser
+            state in CPU memory (under FSDP1 use ``--trainer.strategy.cpu_offload=true``).
         export_dir: where ``on_fit_end`` writes the trained model and tokenizer with ``save_pretrained``;
             default ``{trainer.log_dir}/hf_model``.
     """
@@ -87,6 +91,7 @@ class TriPosTModule(LightningModule):
         max_new_tokens: int = 512,
         generation_batch_size: int = 64,
         gradient_checkpointing: bool = False,
+        cpu_offload: bool = False,
         export_dir: str | None = None,
     ) -> None:
         super().__init__()
@@ -151,6 +156,7 @@ class TriPosTModule(LightningModule):
                 self.model.resize_token_embeddings(len(tokenizer))
         if self.hparams.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
+        shard_fsdp2(self, [self.model], cpu_offload=self.hparams.cpu_offload)
 
     def export(self, directory: str | Path) -> Path:
         """Save model and tokenizer as a Hugging Face folder that plain transformers (or vLLM) can load."""
@@ -199,27 +205,42 @@ class TriPosTModule(LightningModule):
 
     rollouts_before_training = False  # the warm-up trains on gold rationales; rollouts start after it
 
-    def collect_rollouts(self, datamodule, iteration: int, rollouts) -> list[Episode]:
-        """TriPosT's interactive editing: the policy's self-improvement traces on the training questions, edited by
-        ``rollouts.teacher`` into episodes (reference §2.2)."""
+    def rollout(self, datamodule, iteration: int, rollouts) -> tuple[list[Question], list[Trace]]:
+        """The policy's self-improvement traces on the training questions (every rank; generation is split over
+        the ranks and gathered, so every rank returns the same traces)."""
         if not isinstance(rollouts.teacher, Teacher):
             raise TypeError(f"TriPosT needs a teacher that writes feedback and improvements, got "
                             f"{type(rollouts.teacher).__name__}: set the OnlineRollouts teacher to e.g. "
                             "feedback.scripted.ScriptedTeacher")
-        task = datamodule.task
         questions = datamodule.train_questions()[: rollouts.num_questions]
         start = time.perf_counter()
-        traces = self.self_improve(task, questions, rollouts.max_rounds, temperature=rollouts.temperature,
+        traces = self.self_improve(datamodule.task, questions, rollouts.max_rounds, temperature=rollouts.temperature,
                                    progress=f"rollouts it{iteration}")
-        rollout_s = time.perf_counter() - start
+        rollouts.record("time/rollout_s", time.perf_counter() - start)
+        return questions, traces
+
+    def feedback(self, datamodule, iteration: int, samples: tuple[list[Question], list[Trace]], rollouts) -> list[Episode]:
+        """TriPosT's interactive editing (reference §2.2): ``rollouts.teacher`` edits every trace into an episode
+        (rank 0 only: an LLM teacher is asked once)."""
+        task, (questions, traces) = datamodule.task, samples
+        start = time.perf_counter()
         episodes = edit_traces(task, rollouts.teacher, questions, [(t.attempts, t.feedbacks) for t in traces],
                                iteration=iteration, prompts=[task.prompt(q) for q in questions],
                                max_updates=rollouts.max_updates)
-        rollouts.record("time/rollout_s", rollout_s)
-        rollouts.record("time/teacher_s", time.perf_counter() - start - rollout_s)
+        rollouts.record("time/teacher_s", time.perf_counter() - start)
         return episodes
 
     # ---- test-time self-improvement (shared by evaluation and rollouts) -------------------------------------------
+
+    def generate(self, prompts: list[list[int]], temperature: float, progress: str | None = None) -> list[Completion]:
+        """Complete token-id prompts with the policy. Under a distributed strategy every rank must call this with
+        the same prompts: each generates a share and all get every completion (``modules.distributed``)."""
+        tok = self.tokenizer
+        with generation_context(self._trainer):
+            return generate_across_ranks(self.model, prompts, synced=is_sharded(self._trainer),
+                                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                                         max_new_tokens=self.hparams.max_new_tokens, temperature=temperature,
+                                         batch_size=self.hparams.generation_batch_size, progress=progress)
 
     def self_improve(
         self, task: Task, questions: list[Question], max_rounds: int, temperature: float = 0.0, progress: str | None = None
@@ -234,16 +255,8 @@ class TriPosTModule(LightningModule):
         for round_ in range(max_rounds):
             if not active:
                 break
-            completions = generate(
-                self.model,
-                [inputs[i] for i in active],
-                eos_token_id=tok.eos_token_id,
-                pad_token_id=tok.pad_token_id,
-                max_new_tokens=self.hparams.max_new_tokens,
-                temperature=temperature,
-                batch_size=self.hparams.generation_batch_size,
-                progress=f"{progress} round {round_ + 1}" if progress else None,
-            )
+            completions = self.generate([inputs[i] for i in active], temperature,
+                                        progress=f"{progress} round {round_ + 1}" if progress else None)
             still_active = []
             for i, completion in zip(active, completions):
                 attempt, feedback, updated = parse_generation(tok.decode(completion.tokens, skip_special_tokens=True))

@@ -2,7 +2,6 @@ from types import SimpleNamespace
 
 import pytest
 
-import modules.tripost as tripost
 from modules.generation import Completion
 from modules.tripost import TriPosTModule, parse_generation
 from tasks.base import Question
@@ -55,7 +54,7 @@ def test_self_improve_loop_reprompts_with_the_latest_attempt(monkeypatch):
     questions = [Question("a", "1 + 2 =", "3", "b", True), Question("b", "2 + 2 =", "4", "b", True)]
     calls = []
 
-    def fake_generate(model, prompts, **kwargs):
+    def fake_generate(prompts, temperature, progress=None):
         calls.append([tok.decode(p) for p in prompts])
         outputs = []
         for p in prompts:
@@ -68,7 +67,7 @@ def test_self_improve_loop_reprompts_with_the_latest_attempt(monkeypatch):
                 outputs.append(f"{FIX}\nFeedback: {OK}")
         return [Completion(tok.encode(o), stopped=True) for o in outputs]
 
-    monkeypatch.setattr(tripost, "generate", fake_generate)
+    monkeypatch.setattr(module, "generate", fake_generate)
     traces = module.self_improve(task, questions, max_rounds=3)
     assert traces[0].attempts == [ATT, FIX] and traces[0].feedbacks == [ERR, OK]
     assert traces[1].attempts == [FIX] and traces[1].feedbacks == [OK]

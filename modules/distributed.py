@@ -1,0 +1,100 @@
+"""How the TriPosT and PIT modules run under Lightning's strategies: FSDP2 sharding, generation, full-state export.
+
+Training needs nothing from us under ``ddp`` and ``fsdp`` (FSDP1: Lightning wraps the module; the wrap and
+activation-checkpointing policies are strategy flags). Three things do:
+
+- FSDP2 (``ModelParallelStrategy``) shards whatever ``configure_model`` shards: :func:`shard_fsdp2` puts every
+  decoder layer (the model's ``_no_split_modules`` classes) and then the whole model in its own ``fully_shard`` unit.
+- Generation inside training (rollouts, evaluation): every rank takes the same prompt list, generates its slice
+  and all-gathers the results (:func:`generate_across_ranks`), so the work is split and every rank ends with the
+  same answers. Under sharding every forward is a collective: ranks pad their slices to equal counts and decode
+  in lock-step (``synced_gpus``) so none hangs waiting for another; FSDP1 also gathers the root's parameters
+  (embeddings, final norm, head), which its ``forward`` would do but ``generate`` bypasses.
+- Export: :func:`full_state_dict` assembles the unsharded weights (a collective), rank 0 saves them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from contextlib import nullcontext
+
+import torch
+import torch.distributed as dist
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+from transformers import PreTrainedModel
+
+from modules.generation import Completion, generate
+
+
+def is_sharded(trainer: Trainer | None) -> bool:
+    """True under FSDP1 or FSDP2, where a forward pass is a collective every rank must join."""
+    return trainer is not None and isinstance(trainer.strategy, (FSDPStrategy, ModelParallelStrategy))
+
+
+def shard_fsdp2(module: LightningModule, models: Sequence[torch.nn.Module], cpu_offload: bool = False) -> None:
+    """Under ``ModelParallelStrategy``: ``fully_shard`` each decoder layer of the Hugging Face models in ``models``
+    (classes named in their ``_no_split_modules``), then each model as a whole (its embeddings, norm and head).
+    Other strategies: nothing (DDP replicates, FSDP1 wraps by its ``auto_wrap_policy``)."""
+    if module._trainer is None or not isinstance(module.trainer.strategy, ModelParallelStrategy):
+        return
+    from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
+
+    mesh = module.device_mesh
+    if mesh["tensor_parallel"].size() != 1:
+        raise ValueError(
+            f"tensor parallelism is not supported (tensor_parallel_size={mesh['tensor_parallel'].size()}): set "
+            "--trainer.strategy.tensor_parallel_size=1 --trainer.strategy.data_parallel_size=<devices * nodes>"
+        )
+    options = {"mesh": mesh["data_parallel"]}
+    if cpu_offload:
+        options["offload_policy"] = CPUOffloadPolicy()
+    for model in models:
+        layer_names = set(getattr(model, "_no_split_modules", None) or [])
+        for sub in model.modules():
+            if type(sub).__name__ in layer_names:
+                fully_shard(sub, **options)
+        fully_shard(model, **options)
+
+
+def generation_context(trainer: Trainer | None):
+    """Gathers FSDP1's root parameters (not in any wrapped layer) for ``generate``, which does not pass through the
+    root's ``forward``; the wrapped layers gather theirs as they run. A no-op under other strategies."""
+    if trainer is None or not isinstance(trainer.strategy, FSDPStrategy):
+        return nullcontext()
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    return FullyShardedDataParallel.summon_full_params(trainer.strategy.model, recurse=False, writeback=False)
+
+
+def generate_across_ranks(model: PreTrainedModel, prompts: Sequence[Sequence[int]], *, synced: bool,
+                          **kwargs) -> list[Completion]:
+    """``generate`` with the prompts split over the ranks; every rank must pass the same ``prompts`` and gets all
+    the completions, in order. ``synced``: the model is sharded, so every rank runs the same number of ``generate``
+    calls (slices padded to equal length) and decoding steps (``synced_gpus``). One process: plain ``generate``."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1 or not prompts:
+        return generate(model, prompts, **kwargs)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    mine = [prompts[i] for i in range(rank, len(prompts), world)]
+    if synced:  # equal slices give equal batch counts; the padding's completions are dropped
+        mine += [prompts[0]] * (math.ceil(len(prompts) / world) - len(mine))
+    completions = generate(model, mine, synced_gpus=synced, **kwargs)[: len(range(rank, len(prompts), world))]
+    gathered: list[list[Completion] | None] = [None] * world
+    dist.all_gather_object(gathered, completions)
+    results: list[Completion | None] = [None] * len(prompts)
+    for r, part in enumerate(gathered):
+        results[r::world] = part
+    return results  # type: ignore[return-value]
+
+
+def full_state_dict(trainer: Trainer | None, model: torch.nn.Module, prefix: str = "model.") -> dict[str, torch.Tensor] | None:
+    """``model``'s unsharded weights on CPU. Under FSDP a collective (call it on every rank); every strategy returns
+    the weights on rank 0. ``prefix``: ``model``'s attribute name in the LightningModule."""
+    if not is_sharded(trainer):
+        return model.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state = get_model_state_dict(trainer.strategy.model, options=options)  # the LightningModule's, FQNs unwrapped
+    return {name[len(prefix):]: tensor for name, tensor in state.items() if name.startswith(prefix)}
