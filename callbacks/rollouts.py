@@ -73,17 +73,24 @@ class OnlineRollouts(Callback):
         self.seed = seed
         self.metrics: dict[str, float] = {}
         self.history: list[dict[str, float]] = []  # every round's scalars, in order
+        self._found_shards: list[int] = []  # shards on disk when fit started
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        shards = list_shards(trainer.datamodule.rollout_dir)
-        if shards and trainer.ckpt_path is None:
+        self._found_shards = sorted(list_shards(trainer.datamodule.rollout_dir))  # checked in on_train_start
+        # PIT's RL trains on rollouts from its first epoch on, so they exist before the first dataloader. Under
+        # strategies that restore a checkpoint after setup (FSDP2), a resumed run is not known yet here: its
+        # shard exists and is reused, and the restored state then says which iteration to train on.
+        if pl_module.rollouts_before_training and trainer.ckpt_path is None:
+            self._round(trainer, pl_module, 1)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Checked here, where every strategy has restored its checkpoint (trainer.ckpt_path is set on a resume).
+        if self._found_shards and trainer.ckpt_path is None:
             raise FileExistsError(
-                f"{trainer.datamodule.rollout_dir} already holds interaction-log shards {sorted(shards)} from an earlier "
-                "run. Resume it with --ckpt_path last, or start a new run in another directory "
+                f"{trainer.datamodule.rollout_dir} already holds interaction-log shards {self._found_shards} from an "
+                "earlier run. Resume it with --ckpt_path last, or start a new run in another directory "
                 "(--trainer.logger.init_args.save_dir, or --data.init_args.log_dir)."
             )
-        if pl_module.rollouts_before_training and trainer.ckpt_path is None:
-            self._round(trainer, pl_module, 1)  # PIT's RL trains on rollouts from its first epoch on
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         stage = pl_module.finished_stage(trainer.current_epoch)

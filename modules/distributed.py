@@ -88,13 +88,17 @@ def generate_across_ranks(model: PreTrainedModel, prompts: Sequence[Sequence[int
     return results  # type: ignore[return-value]
 
 
-def full_state_dict(trainer: Trainer | None, model: torch.nn.Module, prefix: str = "model.") -> dict[str, torch.Tensor] | None:
-    """``model``'s unsharded weights on CPU. Under FSDP a collective (call it on every rank); every strategy returns
-    the weights on rank 0. ``prefix``: ``model``'s attribute name in the LightningModule."""
+def full_state_dict(trainer: Trainer | None, model: torch.nn.Module, prefix: str = "model.") -> dict[str, torch.Tensor]:
+    """``model``'s unsharded weights. Under FSDP a collective (call it on every rank); rank 0 gets them on CPU.
+    ``prefix``: ``model``'s attribute name in the LightningModule (FSDP1 shards the LightningModule as a whole)."""
     if not is_sharded(trainer):
         return model.state_dict()
+    state = gathered_state_dict(trainer.strategy.model)
+    return {name[len(prefix):]: tensor for name, tensor in state.items() if name.startswith(prefix)}
+
+
+def gathered_state_dict(root: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The full state dict of a module sharded by FSDP1 or FSDP2 (names without FSDP's wrappers), on CPU."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    state = get_model_state_dict(trainer.strategy.model, options=options)  # the LightningModule's, FQNs unwrapped
-    return {name[len(prefix):]: tensor for name, tensor in state.items() if name.startswith(prefix)}
+    return get_model_state_dict(root, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

@@ -15,7 +15,9 @@ class CrashAtEpoch(Callback):
 
 
 class WeightsDigest(Callback):
-    """Writes each rank's parameter checksum and current training iteration to ``{folder}/rank{r}.json`` at fit end."""
+    """Writes each rank's parameter checksum, per-tensor sums and current training iteration to
+    ``{folder}/rank{r}.json`` at fit end.
+    Sharded (DTensor) parameters are assembled first (a collective), so ranks under FSDP2 compare whole weights."""
 
     def __init__(self, folder: str) -> None:
         self.folder = folder
@@ -25,10 +27,27 @@ class WeightsDigest(Callback):
         import json
         from pathlib import Path
 
-        digest = hashlib.sha256()
+        from torch.distributed.tensor import DTensor
+
+        digest, sums = hashlib.sha256(), {}
         for name, tensor in sorted(pl_module.state_dict().items()):
+            if isinstance(tensor, DTensor):
+                tensor = tensor.full_tensor()
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            sums[name] = float(tensor.detach().double().sum())
         Path(self.folder).mkdir(parents=True, exist_ok=True)
-        record = {"weights": digest.hexdigest(), "iteration": trainer.datamodule.iteration}
+        record = {"weights": digest.hexdigest(), "iteration": trainer.datamodule.iteration, "sums": sums}
         (Path(self.folder) / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+def assert_export_holds(folder, sums: dict[str, float]) -> None:
+    """The Hugging Face folder loads with plain transformers and holds the weights ``WeightsDigest`` summed
+    (the LightningModule's ``model.*`` tensors)."""
+    from transformers import AutoModelForCausalLM
+
+    exported = AutoModelForCausalLM.from_pretrained(folder).state_dict()
+    trained = {name.removeprefix("model."): value for name, value in sums.items() if name.startswith("model.")}
+    assert len(trained) >= 10 and set(trained) <= set(exported), sorted(set(trained) - set(exported))
+    wrong = [n for n, v in trained.items() if abs(float(exported[n].double().sum()) - v) > 1e-6]
+    assert not wrong, f"exported weights differ from the trained ones: {wrong}"

@@ -6,6 +6,7 @@ import pytest
 
 from cli import main
 from datamodules.interaction_log import list_shards, read_shard
+from tests.helpers import assert_export_holds
 from tests.test_cli import tiny_args
 
 
@@ -19,4 +20,4 @@ def test_ddp_spawn_two_ranks_roll_out_once_and_end_identical(tmp_path):
     assert [len(read_shard(p)) for p in shards.values()] == [12, 12]
     ranks = [json.loads((digests / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0] == ranks[1] and ranks[0]["iteration"] == 2  # same weights, same data on both ranks
-    assert (run / "hf_model" / "config.json").is_file()  # exported once, by rank 0, without a hang
+    assert_export_holds(run / "hf_model", ranks[0]["sums"])  # exported once, by rank 0, without a hang
