@@ -79,6 +79,7 @@ class PITPolicy(LightningModule):
         self._buffer: dict[int, dict[str, torch.Tensor]] = {}
         self._epoch_start, self.optimisation_s = 0.0, 0.0
         self._no_change: dict[tuple[str, str], float] = {}  # judge scores of unchanged references, per (x, y_ref)
+        self.generated_tokens = 0  # by ``respond`` over all ranks, for rollout throughput
 
     # ---- schedule (the rollout callback's protocol, shared with TriPosT) ------------------------------------------
 
@@ -160,6 +161,7 @@ class PITPolicy(LightningModule):
                 model or self.model, [tok.encode(p, add_special_tokens=True) for p in prompts], synced=sharded,
                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, max_new_tokens=self.hparams.max_new_tokens,
                 temperature=temperature, batch_size=self.hparams.generation_batch_size, progress=progress)
+        self.generated_tokens += sum(len(c.tokens) + c.stopped for c in completions)  # EOS included
         return [(tok.decode(c.tokens, skip_special_tokens=True), c.stopped) for c in completions]
 
     def improve(self, pairs: list[tuple[str, str]], temperature: float) -> list[str]:
@@ -193,9 +195,11 @@ class PITPolicy(LightningModule):
                             "the OnlineRollouts teacher to feedback.reward_model.RewardModelJudge or feedback.llm_judge.LLMJudge")
         fold = datamodule.rl_fold()
         pairs = self.references(iteration, datamodule.rollout_dir, fold)
-        start = time.perf_counter()
+        start, tokens = time.perf_counter(), self.generated_tokens
         responses = self.respond([pit_prompt(x, y) for x, y in pairs], rollouts.temperature, progress=f"rollouts it{iteration}")
-        rollouts.record("time/generation_s", time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        rollouts.record("time/generation_s", seconds)
+        rollouts.record("rollouts/tokens_per_s", (self.generated_tokens - tokens) / seconds)  # all ranks together
         return fold, pairs, responses
 
     def feedback(self, datamodule, iteration: int, samples, rollouts) -> list[Episode]:

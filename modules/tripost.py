@@ -98,6 +98,7 @@ class TriPosTModule(LightningModule):
         self.save_hyperparameters()
         self.tiny = tiny or TinyLlama()
         self.model: PreTrainedModel | None = None
+        self.generated_tokens = 0  # by ``generate`` over all ranks, for rollout throughput
 
     # ---- schedule ----------------------------------------------------------------------------------------------
 
@@ -213,10 +214,12 @@ class TriPosTModule(LightningModule):
                             f"{type(rollouts.teacher).__name__}: set the OnlineRollouts teacher to e.g. "
                             "feedback.scripted.ScriptedTeacher")
         questions = datamodule.train_questions()[: rollouts.num_questions]
-        start = time.perf_counter()
+        start, tokens = time.perf_counter(), self.generated_tokens
         traces = self.self_improve(datamodule.task, questions, rollouts.max_rounds, temperature=rollouts.temperature,
                                    progress=f"rollouts it{iteration}")
-        rollouts.record("time/rollout_s", time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        rollouts.record("time/rollout_s", seconds)
+        rollouts.record("rollouts/tokens_per_s", (self.generated_tokens - tokens) / seconds)  # all ranks together
         return questions, traces
 
     def feedback(self, datamodule, iteration: int, samples: tuple[list[Question], list[Trace]], rollouts) -> list[Episode]:
@@ -237,10 +240,12 @@ class TriPosTModule(LightningModule):
         the same prompts: each generates a share and all get every completion (``modules.distributed``)."""
         tok = self.tokenizer
         with generation_context(self._trainer):
-            return generate_across_ranks(self.model, prompts, synced=is_sharded(self._trainer),
-                                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                                         max_new_tokens=self.hparams.max_new_tokens, temperature=temperature,
-                                         batch_size=self.hparams.generation_batch_size, progress=progress)
+            completions = generate_across_ranks(self.model, prompts, synced=is_sharded(self._trainer),
+                                                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                                                max_new_tokens=self.hparams.max_new_tokens, temperature=temperature,
+                                                batch_size=self.hparams.generation_batch_size, progress=progress)
+        self.generated_tokens += sum(len(c.tokens) + c.stopped for c in completions)  # EOS included
+        return completions
 
     def self_improve(
         self, task: Task, questions: list[Question], max_rounds: int, temperature: float = 0.0, progress: str | None = None

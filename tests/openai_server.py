@@ -42,7 +42,7 @@ class FakeOpenAI:
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                record = Record(self.path, body, dict(self.headers), time.perf_counter())
+                record = self.record = Record(self.path, body, dict(self.headers), time.perf_counter())
                 with server._lock:
                     server.records.append(record)
                     fault = server.faults.pop(0) if server.faults else None
@@ -98,6 +98,7 @@ def _send(handler: BaseHTTPRequestHandler, status: int, payload: bytes, headers:
     for key, value in (headers or {}).items():
         handler.send_header(key, value)
     handler.end_headers()
+    handler.record.end = time.perf_counter()  # before the client can have the answer (and send its next request)
     handler.wfile.write(payload)
 
 

@@ -1,5 +1,6 @@
 """The OpenAI-compatible teacher against a real HTTP server on 127.0.0.1 (tests/openai_server.py)."""
 
+import json
 import re
 import time
 
@@ -189,14 +190,16 @@ def test_refused_credentials_name_the_variable_not_the_key(server, tmp_path, pro
 def test_the_cache_makes_a_repeated_run_issue_zero_requests(server, tmp_path, prompts_dir, ma_task, monkeypatch):
     monkeypatch.setenv("TEST_TEACHER_KEY", KEY)
     items = [(q, wrong_attempt(ma_task, q)) for q in ma_task.questions("train")[:6]]
-    first = make_teacher(server, tmp_path, prompts_dir).feedback(ma_task, items + items[:2])  # repeats: asked once
-    assert len(server.records) == 6
+    teacher = make_teacher(server, tmp_path, prompts_dir)
+    first = teacher.feedback(ma_task, items + items[:2])  # repeats: asked once
+    sent = len(server.records)  # a transient reset on a loaded machine is retried: it adds a request, counted
+    assert sent == 6 + teacher.usage().get("retries", 0) and len({json.dumps(r.body) for r in server.records}) == 6
     again = make_teacher(server, tmp_path, prompts_dir)
     second = again.feedback(ma_task, items)
-    assert len(server.records) == 6 and second == first[:6] and again.usage()["cache_hits"] == 6
+    assert len(server.records) == sent and second == first[:6] and again.usage()["cache_hits"] == 6
     # a different sampling parameter is a different request
     make_teacher(server, tmp_path, prompts_dir, feedback_temperature=0.5).feedback(ma_task, items[:1])
-    assert len(server.records) == 7
+    assert len(server.records) > sent
     assert KEY.encode() not in (tmp_path / "cache.sqlite").read_bytes()
 
 
