@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack
 
 import torch
 import torch.distributed as dist
@@ -48,6 +48,9 @@ def shard_fsdp2(module: LightningModule, models: Sequence[torch.nn.Module], cpu_
             "--trainer.strategy.tensor_parallel_size=1 --trainer.strategy.data_parallel_size=<devices * nodes>"
         )
     options = {"mesh": mesh["data_parallel"]}
+    if cpu_offload and mesh.device_type == "cpu":
+        raise ValueError("cpu_offload moves the GPU shards to CPU memory, but this run is on CPU already: "
+                         "drop --model.init_args.cpu_offload")
     if cpu_offload:
         options["offload_policy"] = CPUOffloadPolicy()
     for model in models:
@@ -58,14 +61,21 @@ def shard_fsdp2(module: LightningModule, models: Sequence[torch.nn.Module], cpu_
         fully_shard(model, **options)
 
 
-def generation_context(trainer: Trainer | None):
-    """Gathers FSDP1's root parameters (not in any wrapped layer) for ``generate``, which does not pass through the
-    root's ``forward``; the wrapped layers gather theirs as they run. A no-op under other strategies."""
-    if trainer is None or not isinstance(trainer.strategy, FSDPStrategy):
-        return nullcontext()
-    from torch.distributed.fsdp import FullyShardedDataParallel
+def generation_context(trainer: Trainer | None) -> ExitStack:
+    """What ``generate`` inside training needs: the precision plugin's forward context (the autocast training
+    runs under, so ``bf16-mixed`` layers get matching inputs), and under FSDP1 the root's parameters gathered
+    (embeddings, final norm, head: in no wrapped layer, and ``generate`` bypasses the root's ``forward``; the
+    wrapped layers gather theirs as they run)."""
+    stack = ExitStack()
+    if trainer is None:
+        return stack
+    stack.enter_context(trainer.precision_plugin.forward_context())
+    if isinstance(trainer.strategy, FSDPStrategy):
+        from torch.distributed.fsdp import FullyShardedDataParallel
 
-    return FullyShardedDataParallel.summon_full_params(trainer.strategy.model, recurse=False, writeback=False)
+        stack.enter_context(FullyShardedDataParallel.summon_full_params(trainer.strategy.model, recurse=False,
+                                                                        writeback=False))
+    return stack
 
 
 def generate_across_ranks(model: PreTrainedModel, prompts: Sequence[Sequence[int]], *, synced: bool,

@@ -4,6 +4,7 @@ from types import SimpleNamespace
 
 import torch
 from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch.plugins import Precision
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch.utils.data import DataLoader
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -84,9 +85,9 @@ def test_the_curriculum_switches_from_dataset_to_original_policy_references(tmp_
     original = tiny_policy_folder(tmp_path, data.tokenizer, "original")
     policy = PITPolicy(stage="rl", model=original, round1_epochs=2, original_policy=original, max_new_tokens=4)
     policy.model = LlamaForCausalLM.from_pretrained(original)
-    # all the policy asks of its trainer here: the tokenizer, and a strategy to broadcast and wait on
+    # all the policy asks of its trainer here: the tokenizer, a strategy to broadcast and wait on, a precision
     policy._trainer = SimpleNamespace(datamodule=data, strategy=SingleDeviceStrategy(torch.device("cpu")),
-                                      is_global_zero=True)
+                                      is_global_zero=True, precision_plugin=Precision())
     assert [policy.round_of(k) for k in (1, 2, 3, 4)] == [1, 1, 2, 2]
     fold = data.rl_fold()
     round1 = policy.references(2, tmp_path / "rollouts", fold)
