@@ -4,10 +4,14 @@ At the end of every TriPosT stage (warm-up and each iteration) the policy answer
 the self-improvement loop (greedy: attempt, own feedback, updated answer, at most ``max_rounds`` rounds, stopping
 on the "correct" marker). "before" scores the first attempt, "after" the last one. Accuracies go to the logger
 per bucket, seen/unseen and total (torchmetrics, so they reduce across ranks); a few trajectories are logged as
-text; the table of all stages is printed after each evaluation and at the end of ``fit``.
+text; the table of all stages is printed after each evaluation and at the end of ``fit``, and kept as
+``{log_dir}/eval_table.json`` (one row per stage: accuracies in % by ``before/<group>`` and ``after/<group>``).
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -57,6 +61,10 @@ class SelfImproveEval(Callback):
                 pl_module.log(f"eval/{key}", value, rank_zero_only=True)
         self._log_samples(trainer, task, questions, traces, stage)
         rank_zero_info(format_table(self.rows, task))
+        folder = Path(trainer.log_dir or ".")  # every rank: log_dir is a collective under distributed strategies
+        if trainer.is_global_zero:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "eval_table.json").write_text(json.dumps(sorted(self.rows, key=lambda r: r["stage"]), indent=1))
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.rows:

@@ -18,6 +18,7 @@ was killed after writing it), it is reused instead of being collected again, so 
 
 from __future__ import annotations
 
+import random
 import time
 from collections import Counter
 
@@ -124,7 +125,7 @@ class OnlineRollouts(Callback):
         episodes, error = None, None
         with isolate_rng():
             torch.manual_seed(self.seed + iteration + 7919 * trainer.global_rank)
-            samples = pl_module.rollout(trainer.datamodule, iteration, self)
+            samples = self.sample(trainer, pl_module, iteration)
             if trainer.is_global_zero:
                 try:
                     episodes = pl_module.feedback(trainer.datamodule, iteration, samples, self)
@@ -141,6 +142,10 @@ class OnlineRollouts(Callback):
         for name, value in self.teacher.usage().items():
             self.record(f"teacher/{name}", value)
         return episodes
+
+    def sample(self, trainer: Trainer, pl_module: LightningModule, iteration: int):
+        """What the teacher gives feedback on: the policy's rollouts (every rank)."""
+        return pl_module.rollout(trainer.datamodule, iteration, self)
 
     def record(self, name: str, value: float) -> None:
         """A scalar of the current round (modules call it from ``rollout`` and ``feedback``); logged when the round ends."""
@@ -164,3 +169,41 @@ class OnlineRollouts(Callback):
 def _markdown(episode: Episode) -> str:
     title = f"**{episode.id}** ({episode.outcome}), gold `{episode.gold}`"
     return trajectory_markdown(title, episode.prompt, [(f"{t.role} by {t.by}", t.text) for t in episode.turns])
+
+
+class TeacherDemos(OnlineRollouts):
+    """"ft SI demo" (TriPosT reference §7): the teacher writes the whole self-improvement demonstration, the
+    attempt included, with no interaction with the student; the TriPosT module then trains on it as on an
+    iteration's shard (same editing, turn splitting and re-balancing). Use one iteration after the warm-up
+    (``epochs_per_iteration`` = the epochs TriPosT's iterations would take) for the reference's single round.
+
+    Attempts: the gold rationale, and with probability ``error_rate`` one with a slip that changes the answer
+    (``Task.slipped_rationale``: a calculation slip or two swapped words in the last step), standing in for a
+    teacher sampling at temperature 1; the teacher's feedback and improvements then fix it as in TriPosT.
+
+    Args:
+        teacher: writes feedback and improvements (as ``OnlineRollouts``).
+        error_rate: fraction of attempts that contain a slip.
+        max_updates, num_questions, num_samples_logged, seed: as ``OnlineRollouts``.
+    """
+
+    def __init__(self, teacher: Teacher | None = None, error_rate: float = 0.5, max_updates: int = 5,
+                 num_questions: int | None = None, num_samples_logged: int = 3, seed: int = 0) -> None:
+        if not 0.0 <= error_rate <= 1.0:
+            raise ValueError(f"error_rate must be in [0, 1], got {error_rate}")
+        super().__init__(teacher, temperature=1.0, max_rounds=1, max_updates=max_updates, num_questions=num_questions,
+                         num_samples_logged=num_samples_logged, seed=seed)
+        self.error_rate = error_rate
+
+    def sample(self, trainer: Trainer, pl_module: LightningModule, iteration: int):
+        from modules.tripost import Trace
+
+        task = trainer.datamodule.task
+        questions = trainer.datamodule.train_questions()[: self.num_questions]
+        rng = random.Random(f"si-demo/{self.seed}/{iteration}")  # the same on every rank
+        attempts = []
+        for question in questions:
+            gold = task.gold_rationale(question)
+            attempts.append(task.slipped_rationale(question, rng) if rng.random() < self.error_rate else gold)
+        self.record("demos/slipped", sum(a != task.gold_rationale(q) for q, a in zip(questions, attempts)))
+        return questions, [Trace([a], [None]) for a in attempts], "teacher demo"

@@ -206,9 +206,9 @@ class TriPosTModule(LightningModule):
 
     rollouts_before_training = False  # the warm-up trains on gold rationales; rollouts start after it
 
-    def rollout(self, datamodule, iteration: int, rollouts) -> tuple[list[Question], list[Trace]]:
-        """The policy's self-improvement traces on the training questions (every rank; generation is split over
-        the ranks and gathered, so every rank returns the same traces)."""
+    def rollout(self, datamodule, iteration: int, rollouts) -> tuple[list[Question], list[Trace], str]:
+        """The policy's self-improvement traces on the training questions, and who wrote them (every rank;
+        generation is split over the ranks and gathered, so every rank returns the same traces)."""
         if not isinstance(rollouts.teacher, Teacher):
             raise TypeError(f"TriPosT needs a teacher that writes feedback and improvements, got "
                             f"{type(rollouts.teacher).__name__}: set the OnlineRollouts teacher to e.g. "
@@ -220,16 +220,17 @@ class TriPosTModule(LightningModule):
         seconds = time.perf_counter() - start
         rollouts.record("time/rollout_s", seconds)
         rollouts.record("rollouts/tokens_per_s", (self.generated_tokens - tokens) / seconds)  # all ranks together
-        return questions, traces
+        return questions, traces, "policy"
 
-    def feedback(self, datamodule, iteration: int, samples: tuple[list[Question], list[Trace]], rollouts) -> list[Episode]:
+    def feedback(self, datamodule, iteration: int, samples: tuple[list[Question], list[Trace], str],
+                 rollouts) -> list[Episode]:
         """TriPosT's interactive editing (reference §2.2): ``rollouts.teacher`` edits every trace into an episode
         (rank 0 only: an LLM teacher is asked once)."""
-        task, (questions, traces) = datamodule.task, samples
+        task, (questions, traces, author) = datamodule.task, samples
         start = time.perf_counter()
         episodes = edit_traces(task, rollouts.teacher, questions, [(t.attempts, t.feedbacks) for t in traces],
                                iteration=iteration, prompts=[task.prompt(q) for q in questions],
-                               max_updates=rollouts.max_updates)
+                               max_updates=rollouts.max_updates, policy_name=author)
         rollouts.record("time/teacher_s", time.perf_counter() - start)
         return episodes
 

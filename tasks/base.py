@@ -13,6 +13,7 @@ Text formats follow TriPosT (reference §3.1): a rationale is numbered steps ``(
 from __future__ import annotations
 
 import json
+import random
 import re
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -138,6 +139,12 @@ class Task(ABC):
         """Scripted improvement: the steps of ``attempt`` before ``feedback.step`` verbatim, then a correct
         rewrite from that step through ``(Final response) ...``; ``Dropped`` when no such rewrite exists."""
         raise NotImplementedError(f"task {self.name!r} has no scripted verifier; use an LLM teacher")
+
+    def slipped_rationale(self, question: Question, rng: random.Random) -> str:
+        """The gold rationale with one slip that changes the final answer, as a teacher sampling at temperature 1
+        might write it ("ft SI demo" data, reference §7). Tasks that support that baseline override this."""
+        raise NotImplementedError(f"{type(self).__name__} writes no slipped rationales: the ft SI demo arm "
+                                  "(callbacks.rollouts.TeacherDemos) supports multistep arithmetic and word sorting")
 
     def prompt(self, question: Question) -> str:
         """``Q: ...\\nAnswer: Let's think step by step.{info}\\n``: what the policy is asked to continue."""

@@ -533,6 +533,15 @@ class MultistepArithmetic(Task):
     def gold_rationale(self, question: Question) -> str:
         return solve(question_expression(question))
 
+    def slipped_rationale(self, question: Question, rng: random.Random) -> str:
+        """The gold rationale with a calculation slip in its last step, carried into the final response."""
+        lines = self.gold_rationale(question).splitlines()
+        wrong = str(int(question.answer) + rng.choice([-3, -2, -1, 1, 2, 3]))
+        last, final = lines[-2], lines[-1]  # "(n) Then, the final equation is ... = 42." / "(Final response) ... 42."
+        lines[-2] = last[: last.rindex("=") + 1] + f" {wrong}."
+        lines[-1] = final[: final.rindex(" ") + 1] + f"{wrong}."
+        return "\n".join(lines)
+
     def extract_answer(self, attempt: str) -> str | None:
         for label, line in rationale_steps(attempt):
             if label == "Final response" and (match := _ANSWER.search(line)):

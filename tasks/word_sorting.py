@@ -520,6 +520,18 @@ class WordSorting(Task):
     def gold_rationale(self, question: Question) -> str:
         return solve(question_words(question))
 
+    def slipped_rationale(self, question: Question, rng: random.Random) -> str:
+        """The gold rationale with two neighbours swapped in its last ordering step, carried into the answer."""
+        lines = self.gold_rationale(question).splitlines()
+        words = question.answer.split()
+        if len(words) < 2:
+            return "\n".join(lines)  # nothing to swap: the demo is a correct attempt
+        i = rng.randrange(len(words) - 1)
+        swapped = words[:i] + [words[i + 1], words[i]] + words[i + 2 :]
+        lines[-2] = lines[-2][: lines[-2].index('"')] + " < ".join(f'"{w}"' for w in swapped) + "."
+        lines[-1] = lines[-1][: lines[-1].index(":") + 1] + " " + " ".join(swapped) + "."
+        return "\n".join(lines)
+
     def extract_answer(self, attempt: str) -> str | None:
         for label, line in rationale_steps(attempt):
             if label == "Final response" and (match := _ANSWER.search(line)):

@@ -1,0 +1,200 @@
+"""TriPosT's main comparison at small scale: every arm trained and evaluated with the same model, data, seeds and
+compute budget (epochs), then one table (markdown + CSV) and one plot (SVG).
+
+    python -m experiments.tripost_table --config experiments/tripost_cpu.yaml     # tiny models, 2 CPU cores
+    python -m experiments.tripost_table --config experiments/tripost_gpu.yaml     # SmolLM2-135M, one GPU
+
+Arms, per task (W warm-up epochs, T iterations of e epochs; every arm trains W + T*e epochs):
+
+- **ft rationale**: SFT on the gold rationales for all W + T*e epochs.
+- **ft SI demo**: W epochs on gold, then T*e epochs on self-improvement demonstrations written entirely by the
+  teacher, attempts included (``callbacks.rollouts.TeacherDemos``; one round, reference §7).
+- **TriPosT t=k**: W epochs on gold, then T iterations of e epochs on the student's own rollouts edited by the
+  teacher; one run, the row t=k is the model after iteration k.
+- **TriPosT, no re-balancing**: the same with ``improve_data_ratio`` 0 (all non-improvement examples kept),
+  reported at t=T.
+
+Columns: accuracy (%) on the seen / unseen / all test questions, without ("greedy attempt") and with test-time
+self-improvement (the answer after the model's own feedback and updates), mean ± sample standard deviation over
+the seeds. Every run is ``python cli.py fit --config <task config> <flags>`` in
+``{out_dir}/runs/{task}/{arm}/seed{s}/`` (its command is saved there as ``command.sh``); a run whose
+``eval_table.json`` already holds its last stage is reused, so re-running the command resumes the table.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from experiments.report import bar_chart_svg, cell, markdown_table, write_csv
+
+REPO = Path(__file__).resolve().parents[1]
+ARMS = ("ft_rationale", "ft_si_demo", "tripost", "tripost_no_rebalance")
+GROUPS = ("seen", "unseen", "total")
+
+
+@dataclass(frozen=True)
+class Row:
+    """A table row: which arm's run, and which of its stages (0 = the warm-up, k = after iteration k)."""
+
+    label: str
+    arm: str
+    stage: int
+
+
+def rows_for(arms: list[str], iterations: int) -> list[Row]:
+    rows = []
+    for arm in arms:
+        if arm == "ft_rationale":
+            rows.append(Row("ft rationale", arm, 0))
+        elif arm == "ft_si_demo":
+            rows.append(Row("ft SI demo", arm, 1))
+        elif arm == "tripost":
+            rows += [Row(f"TriPosT t={t}", arm, t) for t in range(1, iterations + 1)]
+        else:
+            rows.append(Row(f"TriPosT t={iterations}, no re-balancing", arm, iterations))
+    return rows
+
+
+def run_flags(arm: str, seed: int, warmup_epochs: int, epochs_per_iteration: int, iterations: int) -> list[str]:
+    """The ``cli.py fit`` flags that make ``arm`` out of a TriPosT config (the same budget for every arm)."""
+    total = warmup_epochs + iterations * epochs_per_iteration
+    flags = [f"--seed_everything={seed}", f"--trainer.max_epochs={total}",
+             f"--model.init_args.warmup_epochs={warmup_epochs}",
+             f"--model.init_args.epochs_per_iteration={epochs_per_iteration}", f"--trainer.callbacks.seed={seed}"]
+    if arm == "ft_rationale":  # the whole budget is one gold-rationale stage: no rollouts ever run
+        flags.append(f"--model.init_args.warmup_epochs={total}")
+    elif arm == "ft_si_demo":  # one round of teacher-written demos, trained for all T*e epochs
+        flags.append(f"--model.init_args.epochs_per_iteration={iterations * epochs_per_iteration}")
+    elif arm == "tripost_no_rebalance":
+        flags.append("--data.init_args.improve_data_ratio=0")
+    elif arm != "tripost":
+        raise ValueError(f"unknown arm {arm!r}; the arms are {', '.join(ARMS)}")
+    return flags
+
+
+def arm_config(base: Path, arm: str, error_rate: float, out: Path) -> Path:
+    """The task config, with the rollout callback replaced by ``TeacherDemos`` for ft SI demo."""
+    config = yaml.safe_load(base.read_text())
+    if arm == "ft_si_demo":
+        callbacks = config["trainer"]["callbacks"]
+        rollouts = callbacks[-1]
+        if not rollouts["class_path"].endswith("OnlineRollouts"):
+            raise ValueError(f"{base}: the last callback must be callbacks.rollouts.OnlineRollouts (ft SI demo replaces it)")
+        kept = {k: v for k, v in rollouts.get("init_args", {}).items() if k in ("teacher", "max_updates", "num_questions")}
+        callbacks[-1] = {"class_path": "callbacks.rollouts.TeacherDemos", "init_args": kept | {"error_rate": error_rate}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"# {arm} arm of experiments.tripost_table, from {base}\n" + yaml.safe_dump(config, sort_keys=False))
+    return out
+
+
+def run(run_dir: Path, config: Path, flags: list[str], last_stage: int) -> list[dict]:
+    """Fit one arm (unless ``eval_table.json`` already holds ``last_stage``) and return its evaluation rows."""
+    table = run_dir / "eval_table.json"
+    if table.exists() and any(r["stage"] == last_stage for r in json.loads(table.read_text())):
+        print(f"reusing {run_dir}", flush=True)
+        return json.loads(table.read_text())
+    command = [sys.executable, "cli.py", "fit", "--config", str(config), *flags,
+               f"--trainer.logger.init_args.save_dir={run_dir}", "--trainer.enable_progress_bar=false"]
+    if (run_dir / "checkpoints" / "last.ckpt").exists():
+        command.append("--ckpt_path=last")  # a killed run resumes where it stopped
+    (run_dir / "command.sh").parent.mkdir(parents=True, exist_ok=True)
+    (run_dir / "command.sh").write_text(shlex.join(command) + "\n")
+    print(f"+ {shlex.join(command)}", flush=True)
+    start = time.perf_counter()
+    with open(run_dir / "output.log", "a") as log:
+        code = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+    if code or not table.exists():
+        raise SystemExit(f"run failed (exit {code}): see {run_dir / 'output.log'}")
+    print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
+    return json.loads(table.read_text())
+
+
+def main(
+    tasks: dict[str, str],
+    out_dir: str = "results/tripost",
+    seeds: list[int] = [0, 1, 2],  # noqa: B006 - jsonargparse reads the default; it is never mutated
+    warmup_epochs: int = 5,
+    epochs_per_iteration: int = 1,
+    iterations: int = 3,
+    arms: list[str] = list(ARMS),  # noqa: B006
+    error_rate: float = 0.5,
+    flags: list[str] = [],  # noqa: B006
+    task_flags: dict[str, list[str]] = {},  # noqa: B006
+) -> dict:
+    """Run every arm of the TriPosT table and write ``tripost_table.{md,csv,svg}`` to ``out_dir``.
+
+    Args:
+        tasks: task name -> TriPosT config (``configs/tripost/*.yaml``; its last callback must be OnlineRollouts).
+        out_dir: where runs, tables and the plot go.
+        seeds: one run per arm and seed (model init, batch order, rollout sampling).
+        warmup_epochs: W, the gold-rationale epochs before the first rollouts.
+        epochs_per_iteration: e, epochs per TriPosT iteration.
+        iterations: T, TriPosT iterations (rows t=1..T).
+        arms: which of ft_rationale, ft_si_demo, tripost, tripost_no_rebalance to run.
+        error_rate: fraction of teacher-written attempts with a slip (ft SI demo).
+        flags: extra ``cli.py fit`` flags for every run (e.g. a smaller model or fewer rollout questions).
+        task_flags: extra flags for one task's runs (e.g. its number of training questions).
+    """
+    out = Path(out_dir).resolve()
+    results: dict[str, dict[str, dict[int, list[dict]]]] = {}  # task -> arm -> seed -> eval rows
+    for task, config in tasks.items():
+        for arm in arms:
+            last = 0 if arm == "ft_rationale" else 1 if arm == "ft_si_demo" else iterations
+            for seed in seeds:
+                run_dir = out / "runs" / task / arm / f"seed{seed}"
+                arm_yaml = arm_config(REPO / config, arm, error_rate, run_dir / "config.arm.yaml")
+                rows = run(run_dir, arm_yaml, run_flags(arm, seed, warmup_epochs, epochs_per_iteration, iterations)
+                           + list(flags) + list(task_flags.get(task, [])), last)
+                results.setdefault(task, {}).setdefault(arm, {})[seed] = rows
+    return write_report(out, results, rows_for(list(arms), iterations), seeds,
+                        f"W={warmup_epochs}, e={epochs_per_iteration}, T={iterations}")
+
+
+def write_report(out: Path, results: dict, rows: list[Row], seeds: list[int], budget: str) -> dict:
+    """``tripost_table.md`` / ``.csv`` / ``.svg`` from the runs' evaluation rows; returns the table as a dict."""
+    table, csv_rows, panels = {}, [], {}
+    for task, arms in results.items():
+        for row in rows:
+            per_seed = {s: next((r for r in arms.get(row.arm, {}).get(s, []) if r["stage"] == row.stage), None)
+                        for s in seeds}
+            for phase in ("before", "after"):
+                for group in GROUPS:
+                    values = [r[f"{phase}/{group}"] for r in per_seed.values() if r and f"{phase}/{group}" in r]
+                    table[(task, row.label, phase, group)] = values
+                    csv_rows.append([task, row.label, row.arm, row.stage, phase, group, len(values),
+                                     *(f"{v:.2f}" for v in _mean_std(values)), " ".join(f"{v:.2f}" for v in values)])
+            panels.setdefault(task, {})[row.label] = {g: table[(task, row.label, "after", g)] for g in GROUPS}
+    header = ["task", "arm"] + [f"{g} {p}" for p in ("no SI", "with SI") for g in GROUPS]
+    lines = [f"# TriPosT table ({budget}; seeds {', '.join(map(str, seeds))})", "",
+             "Accuracy (%), mean ± std over seeds; \"no SI\": the greedy first attempt, \"with SI\": after the model's "
+             "own test-time feedback and updates.", "",
+             markdown_table(header, [[task, row.label] + [cell(table[(task, row.label, p, g)])
+                                                          for p in ("before", "after") for g in GROUPS]
+                                     for task in results for row in rows])]
+    (out / "tripost_table.md").write_text("\n".join(lines) + "\n")
+    write_csv(out / "tripost_table.csv", ["task", "arm", "run", "stage", "phase", "group", "seeds", "mean", "std",
+                                          "values"], csv_rows)
+    (out / "tripost_table.svg").write_text(bar_chart_svg(panels, GROUPS, "accuracy (%) with test-time SI",
+                                                         f"TriPosT table ({budget})"))
+    print("\n".join(lines))
+    return {" / ".join(map(str, k)): v for k, v in table.items()}
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    from experiments.report import mean_std
+
+    return mean_std(values) if values else (float("nan"), float("nan"))
+
+
+if __name__ == "__main__":
+    from jsonargparse import CLI
+
+    CLI(main, as_positional=False)
