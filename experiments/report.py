@@ -12,7 +12,9 @@ from pathlib import Path
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
+    """Mean and sample standard deviation (0 for a single value; NaN for none)."""
+    if not values:
+        return float("nan"), float("nan")
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
@@ -96,3 +98,45 @@ def _nice(value: float) -> float:
     """A round axis maximum at or above ``value``."""
     magnitude = 10 ** math.floor(math.log10(value))
     return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= value)
+
+
+def line_chart_svg(series: dict[str, list[list[float]]], xs: Sequence[int], x_label: str, y_label: str,
+                   title: str) -> str:
+    """One line per series through the means at ``xs`` (``series[name][k]`` = values over seeds at ``xs[k]``),
+    with ±1 std whiskers."""
+    width, height, top, bottom, left, right = 560, 320, 40, 50, 60, 170
+    points = [v for lines in series.values() for values in lines for v in values] + [0.0]
+    low, high = min(min(points), 0.0), max(max(points), 1e-9)
+    scale_high = _nice(high)
+    scale_low = -_nice(-low) if low < 0 else 0.0
+    x = lambda k: left + (width - left - right) * (k / max(1, len(xs) - 1))  # noqa: E731
+    y = lambda v: top + (height - top - bottom) * (scale_high - v) / (scale_high - scale_low)  # noqa: E731
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+           f'font-size="11">', f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">{escape(title)}</text>']
+    for tick in range(5):
+        value = scale_low + (scale_high - scale_low) * tick / 4
+        out.append(f'<line x1="{left}" x2="{width - right}" y1="{y(value):.1f}" y2="{y(value):.1f}" stroke="#ddd"/>'
+                   f'<text x="{left - 4}" y="{y(value) + 4:.1f}" text-anchor="end">{value:.3g}</text>')
+    for k, value in enumerate(xs):
+        out.append(f'<text x="{x(k):.1f}" y="{height - bottom + 16}" text-anchor="middle">{value}</text>')
+    for s, (name, lines) in enumerate(series.items()):
+        color = COLORS[s % len(COLORS)]
+        stats = [mean_std(values) if values else None for values in lines]
+        path = " ".join(f"{x(k):.1f},{y(m):.1f}" for k, st in enumerate(stats) if st for m in [st[0]])
+        out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
+        for k, st in enumerate(stats):
+            if st:
+                mean, std = st
+                out.append(f'<circle cx="{x(k):.1f}" cy="{y(mean):.1f}" r="3" fill="{color}"><title>{escape(name)} '
+                           f'{xs[k]}: {mean:.3f} ± {std:.3f}</title></circle>')
+                if std:
+                    out.append(f'<line x1="{x(k):.1f}" x2="{x(k):.1f}" y1="{y(mean + std):.1f}" y2="{y(mean - std):.1f}" '
+                               f'stroke="{color}"/>')
+        out.append(f'<line x1="{width - right + 10}" x2="{width - right + 30}" y1="{top + 16 * s}" y2="{top + 16 * s}" '
+                   f'stroke="{color}" stroke-width="2"/><text x="{width - right + 34}" y="{top + 16 * s + 4}">'
+                   f'{escape(name)}</text>')
+    out.append(f'<text x="{(left + width - right) / 2}" y="{height - 12}" text-anchor="middle">{escape(x_label)}</text>')
+    out.append(f'<text transform="translate(14,{(top + height - bottom) / 2}) rotate(-90)" text-anchor="middle">'
+               f'{escape(y_label)}</text>')
+    out.append("</svg>")
+    return "\n".join(out)

@@ -24,18 +24,14 @@ the seeds. Every run is ``python cli.py fit --config <task config> <flags>`` in
 from __future__ import annotations
 
 import json
-import shlex
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from experiments.report import bar_chart_svg, cell, markdown_table, write_csv
+from experiments.report import bar_chart_svg, cell, markdown_table, mean_std, write_csv
+from experiments.runs import REPO, run_command
 
-REPO = Path(__file__).resolve().parents[1]
 ARMS = ("ft_rationale", "ft_si_demo", "tripost", "tripost_no_rebalance")
 GROUPS = ("seen", "unseen", "total")
 
@@ -96,24 +92,13 @@ def arm_config(base: Path, arm: str, error_rate: float, out: Path) -> Path:
 
 
 def run(run_dir: Path, config: Path, flags: list[str], last_stage: int) -> list[dict]:
-    """Fit one arm (unless ``eval_table.json`` already holds ``last_stage``) and return its evaluation rows."""
+    """Fit one arm (unless its ``eval_table.json`` already holds ``last_stage``) and return its evaluation rows."""
     table = run_dir / "eval_table.json"
-    if table.exists() and any(r["stage"] == last_stage for r in json.loads(table.read_text())):
-        print(f"reusing {run_dir}", flush=True)
-        return json.loads(table.read_text())
-    command = [sys.executable, "cli.py", "fit", "--config", str(config), *flags,
-               f"--trainer.logger.init_args.save_dir={run_dir}", "--trainer.enable_progress_bar=false"]
-    if (run_dir / "checkpoints" / "last.ckpt").exists():
-        command.append("--ckpt_path=last")  # a killed run resumes where it stopped
-    (run_dir / "command.sh").parent.mkdir(parents=True, exist_ok=True)
-    (run_dir / "command.sh").write_text(shlex.join(command) + "\n")
-    print(f"+ {shlex.join(command)}", flush=True)
-    start = time.perf_counter()
-    with open(run_dir / "output.log", "a") as log:
-        code = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
-    if code or not table.exists():
-        raise SystemExit(f"run failed (exit {code}): see {run_dir / 'output.log'}")
-    print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
+    finished = table.exists() and any(r["stage"] == last_stage for r in json.loads(table.read_text()))
+    if not finished and table.exists():
+        table.unlink()  # a killed run's partial table: the resumed run rewrites it whole
+    run_command(run_dir, ["fit", "--config", str(config), *flags, f"--trainer.logger.init_args.save_dir={run_dir}",
+                          "--trainer.enable_progress_bar=false"], table)
     return json.loads(table.read_text())
 
 
@@ -170,7 +155,7 @@ def write_report(out: Path, results: dict, rows: list[Row], seeds: list[int], bu
                     values = [r[f"{phase}/{group}"] for r in per_seed.values() if r and f"{phase}/{group}" in r]
                     table[(task, row.label, phase, group)] = values
                     csv_rows.append([task, row.label, row.arm, row.stage, phase, group, len(values),
-                                     *(f"{v:.2f}" for v in _mean_std(values)), " ".join(f"{v:.2f}" for v in values)])
+                                     *(f"{v:.2f}" for v in mean_std(values)), " ".join(f"{v:.2f}" for v in values)])
             panels.setdefault(task, {})[row.label] = {g: table[(task, row.label, "after", g)] for g in GROUPS}
     header = ["task", "arm"] + [f"{g} {p}" for p in ("no SI", "with SI") for g in GROUPS]
     lines = [f"# TriPosT table ({budget}; seeds {', '.join(map(str, seeds))})", "",
@@ -186,12 +171,6 @@ def write_report(out: Path, results: dict, rows: list[Row], seeds: list[int], bu
                                                          f"TriPosT table ({budget})"))
     print("\n".join(lines))
     return {" / ".join(map(str, k)): v for k, v in table.items()}
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    from experiments.report import mean_std
-
-    return mean_std(values) if values else (float("nan"), float("nan"))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,34 @@
+"""Running ``cli.py fit`` for the reproduction tables: one process per run, its command and output kept in the
+run's folder, finished runs reused and killed ones resumed, so re-running a table's command picks up where it
+stopped."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_command(run_dir: Path, args: list[str], done: Path) -> None:
+    """``python cli.py <args>`` unless ``done`` exists (the run finished before). A run killed midway resumes from
+    its last checkpoint. The command goes to ``{run_dir}/command.sh``, its output to ``{run_dir}/output.log``."""
+    if done.exists():
+        print(f"reusing {run_dir}", flush=True)
+        return
+    command = [sys.executable, "cli.py", *args]
+    if (run_dir / "checkpoints" / "last.ckpt").exists():
+        command.append("--ckpt_path=last")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "command.sh").write_text(shlex.join(command) + "\n")
+    print(f"+ {shlex.join(command)}", flush=True)
+    start = time.perf_counter()
+    with open(run_dir / "output.log", "a") as log:
+        code = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+    if code or not done.exists():
+        raise SystemExit(f"run failed (exit {code}, {done.name} {'written' if done.exists() else 'missing'}): "
+                         f"see {run_dir / 'output.log'}")
+    print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
