@@ -15,13 +15,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run_command(run_dir: Path, args: list[str], done: Path) -> None:
     """``python cli.py <args>`` unless ``done`` exists (the run finished before). A run killed midway resumes from
-    its last checkpoint. The command goes to ``{run_dir}/command.sh``, its output to ``{run_dir}/output.log``."""
+    its last checkpoint; one killed before any checkpoint is moved aside (``<run>.partial-<time>``) and started
+    over. The command goes to ``{run_dir}/command.sh``, its output to ``{run_dir}/output.log``."""
     if done.exists():
         print(f"reusing {run_dir}", flush=True)
         return
     command = [sys.executable, "cli.py", *args]
     if (run_dir / "checkpoints" / "last.ckpt").exists():
         command.append("--ckpt_path=last")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        # killed before its first checkpoint: nothing to resume; keep what it wrote, start over beside it
+        kept = run_dir.with_name(f"{run_dir.name}.partial-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir.rename(kept)
+        print(f"moved the unfinished run without a checkpoint to {kept}", flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "command.sh").write_text(shlex.join(command) + "\n")
     print(f"+ {shlex.join(command)}", flush=True)

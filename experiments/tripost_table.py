@@ -135,7 +135,7 @@ def main(
             last = 0 if arm == "ft_rationale" else 1 if arm == "ft_si_demo" else iterations
             for seed in seeds:
                 run_dir = out / "runs" / task / arm / f"seed{seed}"
-                arm_yaml = arm_config(REPO / config, arm, error_rate, run_dir / "config.arm.yaml")
+                arm_yaml = arm_config(REPO / config, arm, error_rate, out / "configs" / task / f"{arm}.yaml")
                 rows = run(run_dir, arm_yaml, run_flags(arm, seed, warmup_epochs, epochs_per_iteration, iterations)
                            + list(flags) + list(task_flags.get(task, [])), last)
                 results.setdefault(task, {}).setdefault(arm, {})[seed] = rows
