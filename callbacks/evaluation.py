@@ -61,10 +61,7 @@ class SelfImproveEval(Callback):
                 pl_module.log(f"eval/{key}", value, rank_zero_only=True)
         self._log_samples(trainer, task, questions, traces, stage)
         rank_zero_info(format_table(self.rows, task))
-        folder = Path(trainer.log_dir or ".")  # every rank: log_dir is a collective under distributed strategies
-        if trainer.is_global_zero:
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "eval_table.json").write_text(json.dumps(sorted(self.rows, key=lambda r: r["stage"]), indent=1))
+        save_run_json(trainer, "eval_table.json", sorted(self.rows, key=lambda r: r["stage"]))
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.rows:
@@ -82,6 +79,15 @@ class SelfImproveEval(Callback):
                     turns.append(("own feedback", feedback))
             blocks.append(trajectory_markdown(f"**{q.id}** ({q.bucket}), gold `{q.answer}`", task.prompt(q), turns))
         trainer.logger.experiment.add_text("eval/samples", "\n\n---\n\n".join(blocks), global_step=stage)
+
+
+def save_run_json(trainer: Trainer, name: str, data) -> None:
+    """Write ``data`` to ``{trainer.log_dir}/{name}`` (for the experiment runners). Call it on every rank:
+    ``trainer.log_dir`` is a collective under distributed strategies; rank 0 writes."""
+    folder = Path(trainer.log_dir or ".")
+    if trainer.is_global_zero:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(json.dumps(data, indent=1))
 
 
 def trajectory_markdown(title: str, prompt: str, turns: list[tuple[str, str]]) -> str:

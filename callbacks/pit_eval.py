@@ -13,15 +13,13 @@ Runs after every epoch and at the end of ``fit``; the table is printed at the en
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.seed import isolate_rng
 
+from callbacks.evaluation import save_run_json
 from datamodules.pit import pair_of
 from feedback.base import Judge
 
@@ -87,11 +85,9 @@ class IterativeImprovementEval(Callback):
 
     def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.last = self.evaluate(pl_module, trainer.datamodule, judge=trainer.is_global_zero)
-        folder = Path(trainer.log_dir or ".")  # every rank: log_dir is a collective under distributed strategies
+        save_run_json(trainer, "pit_eval.json", self.last)
         if not trainer.is_global_zero:
             return
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "pit_eval.json").write_text(json.dumps(self.last, indent=1))  # for experiments/pit_table.py
         if trainer.logger is not None:  # the logger directly: this also runs in on_fit_end, where self.log cannot
             trainer.logger.log_metrics({f"pit_eval/{name}/iter_{i}": value for name, values in self.last.items()
                                         for i, value in enumerate(values)}, step=trainer.global_step)

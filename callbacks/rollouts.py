@@ -201,9 +201,8 @@ class TeacherDemos(OnlineRollouts):
         task = trainer.datamodule.task
         questions = trainer.datamodule.train_questions()[: self.num_questions]
         rng = random.Random(f"si-demo/{self.seed}/{iteration}")  # the same on every rank
-        attempts = []
-        for question in questions:
-            gold = task.gold_rationale(question)
-            attempts.append(task.slipped_rationale(question, rng) if rng.random() < self.error_rate else gold)
-        self.record("demos/slipped", sum(a != task.gold_rationale(q) for q, a in zip(questions, attempts)))
+        golds = [task.gold_rationale(q) for q in questions]
+        attempts = [task.slipped_rationale(q, rng) if rng.random() < self.error_rate else gold
+                    for q, gold in zip(questions, golds)]
+        self.record("demos/slipped", sum(a != gold for a, gold in zip(attempts, golds)))
         return questions, [Trace([a], [None]) for a in attempts], "teacher demo"

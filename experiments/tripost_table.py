@@ -132,10 +132,10 @@ def main(
     results: dict[str, dict[str, dict[int, list[dict]]]] = {}  # task -> arm -> seed -> eval rows
     for task, config in tasks.items():
         for arm in arms:
-            last = 0 if arm == "ft_rationale" else 1 if arm == "ft_si_demo" else iterations
+            last = max(row.stage for row in rows_for([arm], iterations))  # the run is done once it evaluated this
+            arm_yaml = arm_config(REPO / config, arm, error_rate, out / "configs" / task / f"{arm}.yaml")
             for seed in seeds:
                 run_dir = out / "runs" / task / arm / f"seed{seed}"
-                arm_yaml = arm_config(REPO / config, arm, error_rate, out / "configs" / task / f"{arm}.yaml")
                 rows = run(run_dir, arm_yaml, run_flags(arm, seed, warmup_epochs, epochs_per_iteration, iterations)
                            + list(flags) + list(task_flags.get(task, [])), last)
                 results.setdefault(task, {}).setdefault(arm, {})[seed] = rows

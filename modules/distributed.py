@@ -98,6 +98,25 @@ def generate_across_ranks(model: PreTrainedModel, prompts: Sequence[Sequence[int
     return results  # type: ignore[return-value]
 
 
+def generate_in_fit(module: LightningModule, prompts: Sequence[Sequence[int]], temperature: float,
+                    model: PreTrainedModel | None = None, progress: str | None = None) -> list[Completion]:
+    """Rollouts' and evaluations' sampling for the TriPosT and PIT modules: ``model`` (default: the trained policy,
+    ``module.model``) completes token-id prompts with the module's ``max_new_tokens`` and
+    ``generation_batch_size``, split over the ranks (every rank passes the same prompts and gets every
+    completion), under the trainer's precision and, for the sharded policy, in lock-step. Generated tokens
+    (EOS included) are added to ``module.generated_tokens``."""
+    tok, trainer = module.tokenizer, module._trainer
+    policy = model is None  # another model (PIT's original policy) is a plain copy on every rank: no lock-step
+    with generation_context(trainer):
+        completions = generate_across_ranks(
+            module.model if policy else model, prompts, synced=policy and is_sharded(trainer),
+            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, temperature=temperature,
+            max_new_tokens=module.hparams.max_new_tokens, batch_size=module.hparams.generation_batch_size,
+            progress=progress)
+    module.generated_tokens += sum(len(c.tokens) + c.stopped for c in completions)
+    return completions
+
+
 def full_state_dict(trainer: Trainer | None, model: torch.nn.Module, prefix: str = "model.") -> dict[str, torch.Tensor]:
     """``model``'s unsharded weights. Under FSDP a collective (call it on every rank); rank 0 gets them on CPU.
     ``prefix``: ``model``'s attribute name in the LightningModule (FSDP1 shards the LightningModule as a whole)."""

@@ -29,8 +29,8 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM, PreTrainedModel
 from datamodules.interaction_log import Episode, Turn, read_shard, write_shard
 from datamodules.pit import pair_of, pit_prompt, policy_prompt
 from feedback.base import Judge
-from modules.common import TinyLlama, export_at_fit_end, save_hf_folder, tiny_llama_config, warmup_cosine_schedule
-from modules.distributed import generate_across_ranks, generation_context, is_sharded, shard_fsdp2
+from modules.common import TinyLlama, export_at_fit_end, tiny_llama_config, warmup_cosine_schedule
+from modules.distributed import generate_in_fit, shard_fsdp2
 from modules.ppo import entropy, gae, masked_mean, policy_loss, shaped_rewards, token_logprobs, value_loss, whiten
 from modules.tripost import weighted_lm_loss
 
@@ -142,9 +142,6 @@ class PITPolicy(LightningModule):
         if self._frozen:
             self._frozen["reference"].to(self.device)
 
-    def export(self, directory: str | Path) -> Path:
-        return save_hf_folder(self.model, self.tokenizer, directory)
-
     def on_fit_end(self) -> None:
         export_at_fit_end(self.trainer, self.model, self.tokenizer, self.hparams.export_dir, "hf_model")
 
@@ -155,13 +152,8 @@ class PITPolicy(LightningModule):
         """``(text, stopped)`` for each prompt, sampled from ``model`` (default: the policy). Under a distributed
         strategy every rank must call this with the same prompts: each generates a share and all get every answer."""
         tok = self.tokenizer
-        sharded = model is None and is_sharded(self._trainer)  # the original policy is a plain per-rank copy
-        with generation_context(self._trainer):
-            completions = generate_across_ranks(
-                model or self.model, [tok.encode(p, add_special_tokens=True) for p in prompts], synced=sharded,
-                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, max_new_tokens=self.hparams.max_new_tokens,
-                temperature=temperature, batch_size=self.hparams.generation_batch_size, progress=progress)
-        self.generated_tokens += sum(len(c.tokens) + c.stopped for c in completions)  # EOS included
+        completions = generate_in_fit(self, [tok.encode(p, add_special_tokens=True) for p in prompts], temperature,
+                                      model, progress)
         return [(tok.decode(c.tokens, skip_special_tokens=True), c.stopped) for c in completions]
 
     def improve(self, pairs: list[tuple[str, str]], temperature: float) -> list[str]:

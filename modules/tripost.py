@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +20,8 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM, PreTrainedModel
 from datamodules.interaction_log import Episode
 from feedback.base import Teacher
 from feedback.editing import edit_traces
-from modules.common import TinyLlama, export_at_fit_end, save_hf_folder, tiny_llama_config
-from modules.distributed import generate_across_ranks, generation_context, is_sharded, shard_fsdp2
+from modules.common import TinyLlama, export_at_fit_end, tiny_llama_config
+from modules.distributed import generate_in_fit, shard_fsdp2
 from modules.generation import Completion
 from tasks.base import CORRECT_MARKER, FEEDBACK_HEADER, UPDATED_HEADER, Question, Task
 
@@ -159,10 +158,6 @@ class TriPosTModule(LightningModule):
             self.model.gradient_checkpointing_enable()
         shard_fsdp2(self, [self.model], cpu_offload=self.hparams.cpu_offload)
 
-    def export(self, directory: str | Path) -> Path:
-        """Save model and tokenizer as a Hugging Face folder that plain transformers (or vLLM) can load."""
-        return save_hf_folder(self.model, self.tokenizer, directory)
-
     def on_fit_end(self) -> None:
         export_at_fit_end(self.trainer, self.model, self.tokenizer, self.hparams.export_dir, "hf_model")
 
@@ -237,16 +232,9 @@ class TriPosTModule(LightningModule):
     # ---- test-time self-improvement (shared by evaluation and rollouts) -------------------------------------------
 
     def generate(self, prompts: list[list[int]], temperature: float, progress: str | None = None) -> list[Completion]:
-        """Complete token-id prompts with the policy. Under a distributed strategy every rank must call this with
-        the same prompts: each generates a share and all get every completion (``modules.distributed``)."""
-        tok = self.tokenizer
-        with generation_context(self._trainer):
-            completions = generate_across_ranks(self.model, prompts, synced=is_sharded(self._trainer),
-                                                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                                                max_new_tokens=self.hparams.max_new_tokens, temperature=temperature,
-                                                batch_size=self.hparams.generation_batch_size, progress=progress)
-        self.generated_tokens += sum(len(c.tokens) + c.stopped for c in completions)  # EOS included
-        return completions
+        """Complete token-id prompts with the policy; under a distributed strategy every rank must call this with
+        the same prompts (``modules.distributed.generate_in_fit``)."""
+        return generate_in_fit(self, prompts, temperature, progress=progress)
 
     def self_improve(
         self, task: Task, questions: list[Question], max_rounds: int, temperature: float = 0.0, progress: str | None = None

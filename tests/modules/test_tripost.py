@@ -1,6 +1,5 @@
 from types import SimpleNamespace
 
-import pytest
 
 from modules.generation import Completion
 from modules.tripost import TriPosTModule, parse_generation

@@ -10,7 +10,8 @@ import pytest
 from feedback.base import Dropped, Feedback
 from tasks import MultistepArithmetic, Question
 from tasks.base import split_steps
-from tasks.multistep_arithmetic import ANSWER_INFO, BUCKETS, InvalidExpression, evaluate, parse_expr
+from tasks.expressions import InvalidExpression, evaluate, parse_expr
+from tasks.multistep_arithmetic import ANSWER_INFO, BUCKETS
 
 # verbatim from TriPosT's data/raw/multistep_arithmetic_scripted_rationales.jsonl (records 1 and 3)
 EXAMPLE = "((7 - -1 + -1 + -4) - (-7 + 7 * 3 * -9))"
