@@ -2,23 +2,30 @@
 compute budget (epochs), then one table (markdown + CSV) and one plot (SVG).
 
     python -m experiments.tripost_table --config experiments/tripost_cpu.yaml     # tiny models, 2 CPU cores
-    python -m experiments.tripost_table --config experiments/tripost_gpu.yaml     # SmolLM2-135M, one GPU
 
-Arms, per task (W warm-up epochs, T iterations of e epochs; every arm trains W + T*e epochs):
+Every arm starts from M_0, the ft-rationale model (W epochs of SFT on the gold rationales), as the paper starts
+TriPosT from its ft-rationale checkpoint; each arm then trains T*e more epochs (T iterations of e epochs):
 
-- **ft rationale**: SFT on the gold rationales for all W + T*e epochs.
-- **ft SI demo**: W epochs on gold, then T*e epochs on self-improvement demonstrations written entirely by the
-  teacher, attempts included (``callbacks.rollouts.TeacherDemos``; one round, reference §7).
-- **TriPosT t=k**: W epochs on gold, then T iterations of e epochs on the student's own rollouts edited by the
-  teacher; one run, the row t=k is the model after iteration k.
+- **ft rationale**: M_0 itself (the paper's baseline row).
+- **ft rationale, +T*e epochs** (``ft_rationale_continued``): M_0 trained T*e more epochs on the gold rationales
+  at the iteration learning rate: the control for "TriPosT only trains longer".
+- **ft SI demo**: M_0, then T*e epochs on self-improvement demonstrations written entirely by the teacher,
+  attempts included (``callbacks.rollouts.TeacherDemos``; one round, reference §7).
+- **TriPosT t=k**: M_0, then T iterations of e epochs on the student's own rollouts edited by the teacher; one
+  run, the row t=k is the model after iteration k.
 - **TriPosT, no re-balancing**: the same with ``improve_data_ratio`` 0 (all non-improvement examples kept),
   reported at t=T.
+
+M_0 is one model per task, trained with ``warmup_seed`` (the paper has one M_0 checkpoint); the seeds vary what
+follows it (rollout sampling, batch order). ``warmup_per_seed`` trains one M_0 per seed instead, so the spread
+includes M_0's own.
 
 Columns: accuracy (%) on the seen / unseen / all test questions, without ("greedy attempt") and with test-time
 self-improvement (the answer after the model's own feedback and updates), mean ± sample standard deviation over
 the seeds. Every run is ``python cli.py fit --config <task config> <flags>`` in
-``{out_dir}/runs/{task}/{arm}/seed{s}/`` (its command is saved there as ``command.sh``); a run whose
-``eval_table.json`` already holds its last stage is reused, so re-running the command resumes the table.
+``{out_dir}/runs/{task}/{arm}/seed{s}/`` (M_0 in ``{task}/warmup/seed{s}/``; the command is saved there as
+``command.sh``); a run whose ``eval_table.json`` already holds its last stage is reused, so re-running the command
+resumes the table.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import yaml
 from experiments.report import bar_chart_svg, cell, markdown_table, mean_std, write_csv
 from experiments.runs import REPO, run_command
 
-ARMS = ("ft_rationale", "ft_si_demo", "tripost", "tripost_no_rebalance")
+ARMS = ("ft_rationale", "ft_rationale_continued", "ft_si_demo", "tripost", "tripost_no_rebalance")
 GROUPS = ("seen", "unseen", "total")
 
 
@@ -45,34 +52,46 @@ class Row:
     stage: int
 
 
-def rows_for(arms: list[str], iterations: int) -> list[Row]:
+def rows_for(arms: list[str], iterations: int, epochs_per_iteration: int = 1) -> list[Row]:
     rows = []
     for arm in arms:
         if arm == "ft_rationale":
             rows.append(Row("ft rationale", arm, 0))
+        elif arm == "ft_rationale_continued":
+            rows.append(Row(f"ft rationale, +{iterations * epochs_per_iteration} epochs", arm, 0))
         elif arm == "ft_si_demo":
             rows.append(Row("ft SI demo", arm, 1))
         elif arm == "tripost":
             rows += [Row(f"TriPosT t={t}", arm, t) for t in range(1, iterations + 1)]
-        else:
+        elif arm == "tripost_no_rebalance":
             rows.append(Row(f"TriPosT t={iterations}, no re-balancing", arm, iterations))
+        else:
+            raise ValueError(f"unknown arm {arm!r}; the arms are {', '.join(ARMS)}")
     return rows
 
 
-def run_flags(arm: str, seed: int, warmup_epochs: int, epochs_per_iteration: int, iterations: int) -> list[str]:
-    """The ``cli.py fit`` flags that make ``arm`` out of a TriPosT config (the same budget for every arm)."""
-    total = warmup_epochs + iterations * epochs_per_iteration
-    flags = [f"--seed_everything={seed}", f"--trainer.max_epochs={total}",
-             f"--model.init_args.warmup_epochs={warmup_epochs}",
-             f"--model.init_args.epochs_per_iteration={epochs_per_iteration}", f"--trainer.callbacks.seed={seed}"]
-    if arm == "ft_rationale":  # the whole budget is one gold-rationale stage: no rollouts ever run
-        flags.append(f"--model.init_args.warmup_epochs={total}")
+def warmup_flags(seed: int, warmup_epochs: int) -> list[str]:
+    """M_0: the gold-rationale stage alone (no rollouts)."""
+    return [f"--seed_everything={seed}", f"--trainer.callbacks.seed={seed}", f"--trainer.max_epochs={warmup_epochs}",
+            f"--model.init_args.warmup_epochs={warmup_epochs}"]
+
+
+def run_flags(arm: str, seed: int, m0: Path, epochs_per_iteration: int, iterations: int,
+              iteration_lr: float) -> list[str]:
+    """The ``cli.py fit`` flags that make ``arm`` out of a TriPosT config, starting from M_0's exported folder
+    ``m0`` (T*e epochs for every arm)."""
+    total = iterations * epochs_per_iteration
+    flags = [f"--seed_everything={seed}", f"--trainer.callbacks.seed={seed}", f"--model.init_args.model={m0}",
+             f"--data.init_args.tokenizer={m0}", f"--trainer.max_epochs={total}", "--model.init_args.warmup_epochs=0",
+             f"--model.init_args.epochs_per_iteration={epochs_per_iteration}"]
+    if arm == "ft_rationale_continued":  # one more gold stage of T*e epochs: no rollouts ever run
+        flags += [f"--model.init_args.warmup_epochs={total}", f"--model.init_args.lr={iteration_lr}"]
     elif arm == "ft_si_demo":  # one round of teacher-written demos, trained for all T*e epochs
-        flags.append(f"--model.init_args.epochs_per_iteration={iterations * epochs_per_iteration}")
+        flags.append(f"--model.init_args.epochs_per_iteration={total}")
     elif arm == "tripost_no_rebalance":
         flags.append("--data.init_args.improve_data_ratio=0")
     elif arm != "tripost":
-        raise ValueError(f"unknown arm {arm!r}; the arms are {', '.join(ARMS)}")
+        raise ValueError(f"{arm!r} is not trained from M_0; the arms that are: {', '.join(ARMS[1:])}")
     return flags
 
 
@@ -91,14 +110,16 @@ def arm_config(base: Path, arm: str, error_rate: float, out: Path) -> Path:
     return out
 
 
-def run(run_dir: Path, config: Path, flags: list[str], last_stage: int) -> list[dict]:
-    """Fit one arm (unless its ``eval_table.json`` already holds ``last_stage``) and return its evaluation rows."""
+def run(run_dir: Path, config: Path, flags: list[str], last_stage: int, export: bool = False) -> list[dict]:
+    """Fit one run (unless its ``eval_table.json`` already holds ``last_stage`` and, with ``export``, its
+    ``hf_model/`` export, written last, exists) and return its evaluation rows."""
     table = run_dir / "eval_table.json"
-    finished = table.exists() and any(r["stage"] == last_stage for r in json.loads(table.read_text()))
+    done = run_dir / "hf_model" / "config.json" if export else table
+    finished = done.exists() and table.exists() and any(r["stage"] == last_stage for r in json.loads(table.read_text()))
     if not finished and table.exists():
         table.unlink()  # a killed run's partial table: the resumed run rewrites it whole
     run_command(run_dir, ["fit", "--config", str(config), *flags, f"--trainer.logger.init_args.save_dir={run_dir}",
-                          "--trainer.enable_progress_bar=false"], table)
+                          "--trainer.enable_progress_bar=false"], done)
     return json.loads(table.read_text())
 
 
@@ -106,10 +127,12 @@ def main(
     tasks: dict[str, str],
     out_dir: str = "results/tripost",
     seeds: list[int] = [0, 1, 2],  # noqa: B006 - jsonargparse reads the default; it is never mutated
-    warmup_epochs: int = 5,
+    warmup_epochs: int | dict[str, int] = 5,
     epochs_per_iteration: int = 1,
     iterations: int = 3,
     arms: list[str] = list(ARMS),  # noqa: B006
+    warmup_seed: int = 0,
+    warmup_per_seed: bool = False,
     error_rate: float = 0.5,
     flags: list[str] = [],  # noqa: B006
     task_flags: dict[str, list[str]] = {},  # noqa: B006
@@ -119,28 +142,46 @@ def main(
     Args:
         tasks: task name -> TriPosT config (``configs/tripost/*.yaml``; its last callback must be OnlineRollouts).
         out_dir: where runs, tables and the plot go.
-        seeds: one run per arm and seed (model init, batch order, rollout sampling).
-        warmup_epochs: W, the gold-rationale epochs before the first rollouts.
+        seeds: one run per arm and seed (rollout sampling, batch order; with ``warmup_per_seed`` also M_0).
+        warmup_epochs: W, the gold-rationale epochs of M_0, or W per task name.
         epochs_per_iteration: e, epochs per TriPosT iteration.
-        iterations: T, TriPosT iterations (rows t=1..T).
-        arms: which of ft_rationale, ft_si_demo, tripost, tripost_no_rebalance to run.
+        iterations: T, TriPosT iterations (rows t=1..T); every arm trains T*e epochs from M_0.
+        arms: which of ft_rationale, ft_rationale_continued, ft_si_demo, tripost, tripost_no_rebalance to run.
+        warmup_seed: the seed of the one M_0 per task.
+        warmup_per_seed: train one M_0 per seed instead.
         error_rate: fraction of teacher-written attempts with a slip (ft SI demo).
         flags: extra ``cli.py fit`` flags for every run (e.g. a smaller model or fewer rollout questions).
         task_flags: extra flags for one task's runs (e.g. its number of training questions).
     """
     out = Path(out_dir).resolve()
+    warmup = warmup_epochs if isinstance(warmup_epochs, dict) else {task: warmup_epochs for task in tasks}
+    if set(warmup) != set(tasks):
+        raise ValueError(f"warmup_epochs names tasks {sorted(warmup)}, the tasks are {sorted(tasks)}")
+    rows = rows_for(list(arms), iterations, epochs_per_iteration)  # checks the arm names before any run
     results: dict[str, dict[str, dict[int, list[dict]]]] = {}  # task -> arm -> seed -> eval rows
     for task, config in tasks.items():
+        extra = list(flags) + list(task_flags.get(task, []))
+        base = yaml.safe_load((REPO / config).read_text())["model"]["init_args"]
+        iteration_lr = base.get("iteration_lr") or base.get("lr", 3e-3)
+        m0_seeds = {seed: seed if warmup_per_seed else warmup_seed for seed in seeds}
+        for m0_seed in sorted(set(m0_seeds.values())):
+            run_dir = out / "runs" / task / "warmup" / f"seed{m0_seed}"
+            rows_m0 = run(run_dir, REPO / config, warmup_flags(m0_seed, warmup[task]) + extra, 0, export=True)
+            if "ft_rationale" in arms:
+                results.setdefault(task, {}).setdefault("ft_rationale", {})[m0_seed] = rows_m0
         for arm in arms:
+            if arm == "ft_rationale":
+                continue
             last = max(row.stage for row in rows_for([arm], iterations))  # the run is done once it evaluated this
             arm_yaml = arm_config(REPO / config, arm, error_rate, out / "configs" / task / f"{arm}.yaml")
             for seed in seeds:
-                run_dir = out / "runs" / task / arm / f"seed{seed}"
-                rows = run(run_dir, arm_yaml, run_flags(arm, seed, warmup_epochs, epochs_per_iteration, iterations)
-                           + list(flags) + list(task_flags.get(task, [])), last)
-                results.setdefault(task, {}).setdefault(arm, {})[seed] = rows
-    return write_report(out, results, rows_for(list(arms), iterations), seeds,
-                        f"W={warmup_epochs}, e={epochs_per_iteration}, T={iterations}")
+                m0 = out / "runs" / task / "warmup" / f"seed{m0_seeds[seed]}" / "hf_model"
+                arm_flags = run_flags(arm, seed, m0, epochs_per_iteration, iterations, iteration_lr)
+                results.setdefault(task, {}).setdefault(arm, {})[seed] = run(
+                    out / "runs" / task / arm / f"seed{seed}", arm_yaml, arm_flags + extra, last)
+    return write_report(out, results, rows, seeds,
+                        "M_0: W=" + ", ".join(f"{w} ({task})" for task, w in warmup.items())
+                        + f" epochs; then T={iterations} x e={epochs_per_iteration} epochs")
 
 
 def write_report(out: Path, results: dict, rows: list[Row], seeds: list[int], budget: str) -> dict:
@@ -159,8 +200,9 @@ def write_report(out: Path, results: dict, rows: list[Row], seeds: list[int], bu
             panels.setdefault(task, {})[row.label] = {g: table[(task, row.label, "after", g)] for g in GROUPS}
     header = ["task", "arm"] + [f"{g} {p}" for p in ("no SI", "with SI") for g in GROUPS]
     lines = [f"# TriPosT table ({budget}; seeds {', '.join(map(str, seeds))})", "",
-             "Accuracy (%), mean ± std over seeds; \"no SI\": the greedy first attempt, \"with SI\": after the model's "
-             "own test-time feedback and updates.", "",
+             ("Accuracy (%), mean ± std over seeds; \"no SI\": the greedy first attempt, \"with SI\": after the model's "
+              "own test-time feedback and updates. \"ft rationale\" is M_0, the model every other row starts from; "
+              "with one M_0 per task it is a single run (± 0.0)."), "",
              markdown_table(header, [[task, row.label] + [cell(table[(task, row.label, p, g)])
                                                           for p in ("before", "after") for g in GROUPS]
                                      for task in results for row in rows])]

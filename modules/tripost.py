@@ -57,7 +57,8 @@ class TriPosTModule(LightningModule):
         model: a Hugging Face causal LM (hub name or folder); None builds ``tiny`` from scratch with the
             DataModule's tokenizer.
         tiny: dimensions of the from-scratch model.
-        warmup_epochs: epochs of the ft-rationale stage before the first rollouts.
+        warmup_epochs: epochs of the ft-rationale stage before the first rollouts; 0 starts the iterations at once
+            (give ``model`` an ft-rationale model, as the paper starts TriPosT from its ft-rationale checkpoint).
         epochs_per_iteration: epochs of training on each iteration's interaction log.
         lr: peak learning rate of the warm-up stage.
         iteration_lr: peak learning rate inside TriPosT iterations (None: same as ``lr``).
@@ -199,7 +200,11 @@ class TriPosTModule(LightningModule):
 
     # ---- rollouts (called by callbacks.rollouts.OnlineRollouts) ---------------------------------------------------
 
-    rollouts_before_training = False  # the warm-up trains on gold rationales; rollouts start after it
+    @property
+    def rollouts_before_training(self) -> bool:
+        """With no warm-up (``warmup_epochs=0``, e.g. starting from an ft-rationale checkpoint, the paper's M_0),
+        iteration 1's rollouts come before the first epoch; otherwise they follow the warm-up."""
+        return self.hparams.warmup_epochs == 0
 
     def rollout(self, datamodule, iteration: int, rollouts) -> tuple[list[Question], list[Trace], str]:
         """The policy's self-improvement traces on the training questions, and who wrote them (every rank;

@@ -8,19 +8,31 @@ import statistics
 import pytest
 
 from datamodules.interaction_log import read_shard
-from experiments.tripost_table import Row, main, rows_for, run_flags, write_report
+from experiments.tripost_table import ARMS, Row, main, rows_for, run_flags, warmup_flags, write_report
 from tests.test_cli import tiny_args
 
 
-def test_every_arm_gets_the_same_epochs_and_its_own_difference():
-    flags = {arm: run_flags(arm, 1, 3, 2, 2) for arm in ("ft_rationale", "ft_si_demo", "tripost", "tripost_no_rebalance")}
-    assert all("--trainer.max_epochs=7" in f and "--seed_everything=1" in f for f in flags.values())
-    assert flags["ft_rationale"][-1] == "--model.init_args.warmup_epochs=7"  # last flag wins: one gold stage
+def test_every_arm_starts_from_m0_with_the_same_epochs_and_its_own_difference(tmp_path):
+    m0 = tmp_path / "hf_model"
+    arms = ARMS[1:]
+    flags = {arm: run_flags(arm, 1, m0, 2, 2, 1e-3) for arm in arms}
+    for arm in arms:  # the last flag of a kind wins
+        assert {"--trainer.max_epochs=4", "--seed_everything=1", f"--model.init_args.model={m0}",
+                f"--data.init_args.tokenizer={m0}"} <= set(flags[arm])
+    assert flags["tripost"][-2:] == ["--model.init_args.warmup_epochs=0", "--model.init_args.epochs_per_iteration=2"]
+    assert flags["ft_rationale_continued"][-2:] == ["--model.init_args.warmup_epochs=4", "--model.init_args.lr=0.001"]
     assert flags["ft_si_demo"][-1] == "--model.init_args.epochs_per_iteration=4"  # one round of 2 x 2 epochs
     assert flags["tripost_no_rebalance"][-1] == "--data.init_args.improve_data_ratio=0"
+    assert warmup_flags(3, 5)[-2:] == ["--trainer.max_epochs=5", "--model.init_args.warmup_epochs=5"]
     with pytest.raises(ValueError, match="unknown arm 'lmsi'"):
-        run_flags("lmsi", 0, 1, 1, 1)
-    assert [r.label for r in rows_for(["ft_rationale", "tripost"], 2)] == ["ft rationale", "TriPosT t=1", "TriPosT t=2"]
+        rows_for(["lmsi"], 1)
+    with pytest.raises(ValueError, match="'ft_rationale' is not trained from M_0"):
+        run_flags("ft_rationale", 0, m0, 1, 1, 1e-3)
+    with pytest.raises(ValueError, match=r"warmup_epochs names tasks \['ws'\], the tasks are \['ma'\]"):
+        main(tasks={"ma": "configs/tripost/multistep_arithmetic_tiny.yaml"}, out_dir=str(tmp_path), warmup_epochs={"ws": 1})
+    assert not any(tmp_path.iterdir())  # refused before any run
+    assert [r.label for r in rows_for(["ft_rationale", "ft_rationale_continued", "tripost"], 2, 3)] == [
+        "ft rationale", "ft rationale, +6 epochs", "TriPosT t=1", "TriPosT t=2"]
 
 
 def test_report_averages_the_runs_numbers(tmp_path):
@@ -43,7 +55,7 @@ def test_report_averages_the_runs_numbers(tmp_path):
 
 
 @pytest.mark.slow
-def test_runner_trains_every_arm_and_resumes_from_its_runs(tmp_path, capsys):
+def test_runner_trains_every_arm_from_one_m0_and_resumes_from_its_runs(tmp_path, capsys):
     shrink = [a for a in tiny_args(tmp_path, 3)[3:] if not a.startswith(("--trainer.max_epochs",
                                                                              "--model.init_args.warmup_epochs",
                                                                              "--model.init_args.epochs_per_iteration",
@@ -53,17 +65,23 @@ def test_runner_trains_every_arm_and_resumes_from_its_runs(tmp_path, capsys):
               "arms": ["ft_rationale", "ft_si_demo", "tripost"], "error_rate": 1.0, "flags": shrink}
     table = main(**config)
     runs = tmp_path / "out" / "runs" / "ma"
-    for arm, stages in (("ft_rationale", [0]), ("ft_si_demo", [0, 1]), ("tripost", [0, 1])):
+    assert [p.name for p in (runs / "warmup").iterdir()] == ["seed0"]  # one M_0, shared by both seeds
+    assert [r["stage"] for r in json.loads((runs / "warmup" / "seed0" / "eval_table.json").read_text())] == [0]
+    m0 = runs / "warmup" / "seed0" / "hf_model"
+    for arm, stages in (("ft_si_demo", [1]), ("tripost", [1])):
         for seed in (0, 1):
-            rows = json.loads((runs / arm / f"seed{seed}" / "eval_table.json").read_text())
-            assert [r["stage"] for r in rows] == stages
+            run_dir = runs / arm / f"seed{seed}"
+            assert [r["stage"] for r in json.loads((run_dir / "eval_table.json").read_text())] == stages
+            assert f"--model.init_args.model={m0}" in (run_dir / "command.sh").read_text()
     demos = read_shard(runs / "ft_si_demo" / "seed0" / "interaction_logs" / "iter_001.jsonl")
     assert len(demos) == 12 and {e.turns[0].by for e in demos} == {"teacher demo"}
     assert all(e.outcome == "improved" for e in demos)  # every attempt had a slip (error_rate 1) and was fixed
     rollouts = read_shard(runs / "tripost" / "seed0" / "interaction_logs" / "iter_001.jsonl")
-    assert {e.turns[0].by for e in rollouts} == {"policy"}
-    seen = [json.loads((runs / "tripost" / f"seed{s}" / "eval_table.json").read_text())[1]["after/seen"] for s in (0, 1)]
+    assert {e.turns[0].by for e in rollouts} == {"policy"}  # rolled out from M_0 before the first epoch
+    seen = [json.loads((runs / "tripost" / f"seed{s}" / "eval_table.json").read_text())[0]["after/seen"] for s in (0, 1)]
     assert table["ma / TriPosT t=1 / after / seen"] == seen
+    m0_seen = json.loads((runs / "warmup" / "seed0" / "eval_table.json").read_text())[0]["after/seen"]
+    assert table["ma / ft rationale / after / seen"] == [m0_seen]  # one M_0: one value, not three copies
     capsys.readouterr()
     main(**config)  # every run is reused, the report is rebuilt
-    assert capsys.readouterr().out.count("reusing") == 6
+    assert capsys.readouterr().out.count("reusing") == 5
