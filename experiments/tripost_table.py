@@ -110,6 +110,11 @@ def arm_config(base: Path, arm: str, error_rate: float, out: Path) -> Path:
     return out
 
 
+def m0_dir(out: Path, task: str, seed: int) -> Path:
+    """M_0's run folder: its training writes it, every arm's flags point at its ``hf_model/`` export."""
+    return out / "runs" / task / "warmup" / f"seed{seed}"
+
+
 def run(run_dir: Path, config: Path, flags: list[str], last_stage: int, export: bool = False) -> list[dict]:
     """Fit one run (unless its ``eval_table.json`` already holds ``last_stage`` and, with ``export``, its
     ``hf_model/`` export, written last, exists) and return its evaluation rows."""
@@ -165,8 +170,7 @@ def main(
         iteration_lr = base.get("iteration_lr") or base.get("lr", 3e-3)
         m0_seeds = {seed: seed if warmup_per_seed else warmup_seed for seed in seeds}
         for m0_seed in sorted(set(m0_seeds.values())):
-            run_dir = out / "runs" / task / "warmup" / f"seed{m0_seed}"
-            rows_m0 = run(run_dir, REPO / config, warmup_flags(m0_seed, warmup[task]) + extra, 0, export=True)
+            rows_m0 = run(m0_dir(out, task, m0_seed), REPO / config, warmup_flags(m0_seed, warmup[task]) + extra, 0, export=True)
             if "ft_rationale" in arms:
                 results.setdefault(task, {}).setdefault("ft_rationale", {})[m0_seed] = rows_m0
         for arm in arms:
@@ -175,8 +179,7 @@ def main(
             last = max(row.stage for row in rows_for([arm], iterations))  # the run is done once it evaluated this
             arm_yaml = arm_config(REPO / config, arm, error_rate, out / "configs" / task / f"{arm}.yaml")
             for seed in seeds:
-                m0 = out / "runs" / task / "warmup" / f"seed{m0_seeds[seed]}" / "hf_model"
-                arm_flags = run_flags(arm, seed, m0, epochs_per_iteration, iterations, iteration_lr)
+                arm_flags = run_flags(arm, seed, m0_dir(out, task, m0_seeds[seed]) / "hf_model", epochs_per_iteration, iterations, iteration_lr)
                 results.setdefault(task, {}).setdefault(arm, {})[seed] = run(
                     out / "runs" / task / arm / f"seed{seed}", arm_yaml, arm_flags + extra, last)
     return write_report(out, results, rows, seeds,
