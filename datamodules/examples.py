@@ -25,7 +25,8 @@ class Example:
     """One training text in three segments, tokenised separately so that spans never blur across tokens:
 
     * ``prompt``: ``Q: ...\\nAnswer: Let's think step by step.{info}\\n`` (learned only if ``learn_prompt``);
-    * ``answer``: the attempt's steps and a newline (weight 1);
+    * ``answer``: the attempt's steps and a newline (weight 1; ``attempt_correct`` is False for an attempt the
+      teacher found wrong: the first attempts of improvement and feedback-only examples);
     * ``self_improve``: ``Feedback: ...`` and, for improvement examples, ``\\nUpdated Answer: ...\\n{steps}``;
       weight ``w`` (TriPosT's ``self_improve_section_weight``) unless ``weighted`` is False (directly-correct
       model outputs and gold demos are learned with weight 1, as in the reference code). EOS follows it.
@@ -37,6 +38,7 @@ class Example:
     self_improve: str
     weighted: bool
     source_id: str
+    attempt_correct: bool = True
 
     @property
     def text(self) -> str:
@@ -60,7 +62,9 @@ def split_turns(episode: Episode) -> list[Example]:
     examples = []
     for i in range(len(answers) - 1):  # improvement turns
         self_improve = f"Feedback: {feedbacks[i]}\n{updated_header(episode.prompt)}\n{answers[i + 1]}"
-        examples.append(Example(IMPROVEMENT, episode.prompt, answers[i] + "\n", self_improve, True, episode.id))
+        examples.append(
+            Example(IMPROVEMENT, episode.prompt, answers[i] + "\n", self_improve, True, episode.id, attempt_correct=False)
+        )
     last = Example(
         NON_IMPROVEMENT,
         episode.prompt,
@@ -68,6 +72,7 @@ def split_turns(episode: Episode) -> list[Example]:
         f"Feedback: {feedbacks[-1]}",
         weighted=episode.outcome != "correct" or len(answers) > 1,
         source_id=episode.id,
+        attempt_correct=episode.outcome != "feedback_only",
     )
     return examples + [last]
 

@@ -43,6 +43,10 @@ class TriPosTDataModule(LightningDataModule):
         improve_data_ratio: TriPosT's r in improvement : non-improvement : gold = r : 1 : 1; r <= 0 turns
             re-balancing off (all non-improvement examples kept).
         self_improve_weight: loss weight w on the feedback and improvement tokens (TriPosT: 1.5).
+        wrong_attempt_weight: loss weight on attempts the teacher found wrong (the first attempt of improvement and
+            feedback-only examples). 1 learns them like any answer, as the reference code does (its loss mask is all
+            ones); 0 learns only what follows them, like the reference's ``mask_before_att_start_text``. A small
+            model learns the wrong arithmetic it is shown, so masking is worth trying when TriPosT lowers accuracy.
         learn_prompt: also learn the question tokens. The reference code does (its loss mask is all ones); off by
             default because the question is random input a model cannot predict.
         max_length: examples longer than this many tokens are dropped (counted and reported).
@@ -59,11 +63,15 @@ class TriPosTDataModule(LightningDataModule):
         batch_size: int = 16,
         improve_data_ratio: float = 1.5,
         self_improve_weight: float = 1.5,
+        wrong_attempt_weight: float = 1.0,
         learn_prompt: bool = False,
         max_length: int = 1024,
         seed: int = 0,
     ) -> None:
         super().__init__()
+        for name, weight in (("self_improve_weight", self_improve_weight), ("wrong_attempt_weight", wrong_attempt_weight)):
+            if weight < 0:
+                raise ValueError(f"--data.init_args.{name}={weight}: a loss weight must be >= 0 (0 masks those tokens)")
         self.task = task
         self._log_dir = log_dir
         self.tokenizer_path = tokenizer
@@ -72,6 +80,7 @@ class TriPosTDataModule(LightningDataModule):
         self.batch_size = batch_size
         self.improve_data_ratio = improve_data_ratio
         self.self_improve_weight = self_improve_weight
+        self.wrong_attempt_weight = wrong_attempt_weight
         self.learn_prompt = learn_prompt
         self.max_length = max_length
         self.seed = seed
@@ -154,15 +163,16 @@ class TriPosTDataModule(LightningDataModule):
     def encode(self, example: Example) -> dict[str, torch.Tensor]:
         """Token ids and per-token loss weights; segments are tokenised separately and concatenated.
 
-        Weights: prompt 0 (1 with ``learn_prompt``), answer 1, self-improvement section ``w`` (1 for directly-correct
-        and gold examples), EOS as its segment. The model's loss is ``sum(CE * w) / count(w > 0)``.
+        Weights: prompt 0 (1 with ``learn_prompt``), answer 1 (``wrong_attempt_weight`` if the teacher found it wrong),
+        self-improvement section ``w`` (1 for directly-correct and gold examples), EOS as its segment. The model's loss is ``sum(CE * w) / count(w > 0)``.
         """
         tok = self.tokenizer
         prompt = tok.encode(example.prompt, add_special_tokens=True)
         answer = tok.encode(example.answer, add_special_tokens=False)
         section = tok.encode(example.self_improve, add_special_tokens=False) + [tok.eos_token_id]
         w = self.self_improve_weight if example.weighted else 1.0
-        weights = [float(self.learn_prompt)] * len(prompt) + [1.0] * len(answer) + [w] * len(section)
+        a = 1.0 if example.attempt_correct else self.wrong_attempt_weight
+        weights = [float(self.learn_prompt)] * len(prompt) + [a] * len(answer) + [w] * len(section)
         return {"input_ids": torch.tensor(prompt + answer + section), "loss_weights": torch.tensor(weights)}
 
     def train_dataloader(self) -> DataLoader:

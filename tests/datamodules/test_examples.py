@@ -27,6 +27,7 @@ def test_improved_trajectory_is_cut_into_turns():
     assert examples[2].text == f"{PROMPT}{ATT3}\nFeedback: {OK}"
     assert all(e.weighted for e in examples)
     assert examples[0].self_improve.startswith("Feedback: ") and examples[0].answer == ATT1 + "\n"
+    assert [e.attempt_correct for e in examples] == [False, False, True]  # ATT1, ATT2 wrong; ATT3 accepted
 
 
 def test_directly_correct_is_unweighted_and_untrainable_outcomes_vanish():
@@ -36,6 +37,7 @@ def test_directly_correct_is_unweighted_and_untrainable_outcomes_vanish():
     assert split_turns(make("dropped", [ATT1])) == []
     (feedback_only,) = split_turns(make("feedback_only", [ATT1, FB1]))
     assert feedback_only.weighted and feedback_only.text.endswith(FB1)
+    assert not feedback_only.attempt_correct and example.attempt_correct
 
 
 def fake(kind, n):

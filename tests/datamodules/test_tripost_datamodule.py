@@ -35,6 +35,23 @@ def test_weights_per_segment_and_eos(dm, ma_tokenizer):
     assert dm.encode(example)["loss_weights"].tolist()[:n_prompt] == [1.0] * n_prompt
 
 
+def test_wrong_attempts_take_their_own_weight_and_leave_the_loss_count(dm, ma_tokenizer):
+    prompt = "Q: (1 + 2) =\nAnswer: Let's think step by step.\n"
+    wrong = Example(IMPROVEMENT, prompt, "(1) 1 + 2 = 4.\n", 'Feedback: In step (1) the part "4" is incorrect.', True,
+                    "x", attempt_correct=False)
+    n_prompt = len(ma_tokenizer.encode(prompt, add_special_tokens=True))
+    n_answer = len(ma_tokenizer.encode(wrong.answer, add_special_tokens=False))
+    assert set(dm.encode(wrong)["loss_weights"].tolist()[n_prompt : n_prompt + n_answer]) == {1.0}  # reference
+    dm.wrong_attempt_weight = 0.0
+    weights = dm.encode(wrong)["loss_weights"]
+    assert weights.tolist()[: n_prompt + n_answer] == [0.0] * (n_prompt + n_answer)
+    assert set(weights.tolist()[n_prompt + n_answer :]) == {1.5}
+    right = Example(IMPROVEMENT, prompt, "(1) 1 + 2 = 3.\n", "Feedback: Step (1) to step (1) are correct.", True, "y")
+    assert set(dm.encode(right)["loss_weights"].tolist()[n_prompt : n_prompt + n_answer]) == {1.0}
+    with pytest.raises(ValueError, match="wrong_attempt_weight=-1"):
+        TriPosTDataModule(dm.task, wrong_attempt_weight=-1)
+
+
 def test_collate_pads_right_with_zero_weight():
     items = [{"input_ids": torch.tensor([5, 6, 7]), "loss_weights": torch.tensor([0.0, 1.0, 1.5])},
              {"input_ids": torch.tensor([8]), "loss_weights": torch.tensor([1.0])}]
