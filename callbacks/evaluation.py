@@ -5,12 +5,14 @@ the self-improvement loop (greedy: attempt, own feedback, updated answer, at mos
 on the "correct" marker). "before" scores the first attempt, "after" the last one. Accuracies go to the logger
 per bucket, seen/unseen and total (torchmetrics, so they reduce across ranks); a few trajectories are logged as
 text; the table of all stages is printed after each evaluation and at the end of ``fit``, and kept as
-``{log_dir}/eval_table.json`` (one row per stage: accuracies in % by ``before/<group>`` and ``after/<group>``).
+``{log_dir}/eval_table.json`` (one row per stage: accuracies in % by ``before/<group>`` and ``after/<group>``, and
+``self_check/*``: how often the model's own feedback on its first attempt is right, see ``self_check``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -19,7 +21,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
 
-from tasks.base import Question, Task
+from tasks.base import CORRECT_MARKER, Question, Task
 
 
 class SelfImproveEval(Callback):
@@ -55,6 +57,7 @@ class SelfImproveEval(Callback):
         after = [task.is_correct(q, t.attempts[-1]) for q, t in zip(questions, traces)]
         row = {"stage": stage, **accuracy_by_group(task, questions, before, "before"), **accuracy_by_group(task, questions, after, "after")}
         row["rounds"] = sum(len(t.attempts) for t in traces) / max(len(traces), 1)
+        row |= self_check(before, [t.feedbacks[0] if t.feedbacks else None for t in traces])
         self.rows = [r for r in self.rows if r["stage"] != stage] + [row]
         for key, value in row.items():
             if key != "stage":
@@ -109,6 +112,23 @@ def accuracy_by_group(task: Task, questions: list[Question], correct: list[bool]
         for name in (q.bucket, "seen" if q.seen else "unseen", "total"):
             groups.setdefault(name, MeanMetric()).update(torch.tensor(float(ok)))
     return {f"{phase}/{name}": 100 * metric.compute().item() for name, metric in groups.items()}
+
+
+def self_check(correct: list[bool], feedbacks: list[str | None]) -> dict[str, float]:
+    """How well the model judges its own first attempt (%): ``no_feedback`` (it wrote none after it),
+    ``wrong_called_correct`` (of its wrong attempts, those its feedback calls correct: these are never revised) and
+    ``right_called_wrong`` (of its correct attempts, those its feedback finds an error in). A rate whose
+    denominator is empty is left out."""
+    rates = {name: MeanMetric() for name in ("no_feedback", "wrong_called_correct", "right_called_wrong")}
+    for metric in rates.values():  # every rank computes every rate (a collective under DDP), even an empty one
+        metric.update(torch.tensor(0.0), weight=0.0)
+    for ok, feedback in zip(correct, feedbacks):
+        rates["no_feedback"].update(torch.tensor(float(feedback is None)))
+        if feedback is not None:
+            says_correct = CORRECT_MARKER in feedback
+            rates["right_called_wrong" if ok else "wrong_called_correct"].update(torch.tensor(float(ok != says_correct)))
+    values = {f"self_check/{name}": 100 * metric.compute().item() for name, metric in rates.items()}
+    return {name: value for name, value in values.items() if not math.isnan(value)}
 
 
 def format_table(rows: list[dict], task: Task) -> str:
