@@ -115,6 +115,20 @@ def m0_dir(out: Path, task: str, seed: int) -> Path:
     return out / "runs" / task / "warmup" / f"seed{seed}"
 
 
+def given_m0_rows(task: str, folder: Path, warmup_per_seed: bool) -> list[dict]:
+    """The evaluation rows of an M_0 trained before, after checking that the arms can start from it."""
+    if warmup_per_seed:
+        raise ValueError(f"m0 gives one M_0 for {task!r}; warmup_per_seed wants one per seed: drop one of them")
+    for needed in ("eval_table.json", "hf_model/config.json"):
+        if not (folder / needed).exists():
+            raise ValueError(f"m0 for {task!r}: {folder / needed} does not exist; give the folder of a finished "
+                             "ft-rationale run (cli.py fit writes eval_table.json and the hf_model/ export)")
+    rows = json.loads((folder / "eval_table.json").read_text())
+    if not any(row["stage"] == 0 for row in rows):
+        raise ValueError(f"m0 for {task!r}: {folder / 'eval_table.json'} has no stage-0 (ft rationale) row")
+    return rows
+
+
 def run(run_dir: Path, config: Path, flags: list[str], last_stage: int, export: bool = False) -> list[dict]:
     """Fit one run (unless its ``eval_table.json`` already holds ``last_stage`` and, with ``export``, its
     ``hf_model/`` export, written last, exists) and return its evaluation rows."""
@@ -141,6 +155,7 @@ def main(
     error_rate: float = 0.5,
     flags: list[str] = [],  # noqa: B006
     task_flags: dict[str, list[str]] = {},  # noqa: B006
+    m0: dict[str, str] = {},  # noqa: B006
 ) -> dict:
     """Run every arm of the TriPosT table and write ``tripost_table.{md,csv,svg}`` to ``out_dir``.
 
@@ -157,20 +172,28 @@ def main(
         error_rate: fraction of teacher-written attempts with a slip (ft SI demo).
         flags: extra ``cli.py fit`` flags for every run (e.g. a smaller model or fewer rollout questions).
         task_flags: extra flags for one task's runs (e.g. its number of training questions).
+        m0: task -> the run folder of an M_0 trained before (another table's ``runs/<task>/warmup/seed0``, or any
+            ``cli.py fit`` TriPosT run with ``eval_table.json`` and ``hf_model/``): the arms start from it instead of
+            a new M_0, and its stage-0 row is ft rationale. For trying arm settings without re-training M_0.
     """
     out = Path(out_dir).resolve()
     warmup = warmup_epochs if isinstance(warmup_epochs, dict) else {task: warmup_epochs for task in tasks}
     if set(warmup) != set(tasks):
         raise ValueError(f"warmup_epochs names tasks {sorted(warmup)}, the tasks are {sorted(tasks)}")
     rows = rows_for(list(arms), iterations, epochs_per_iteration)  # checks the arm names before any run
+    if set(m0) - set(tasks):
+        raise ValueError(f"m0 names tasks {sorted(set(m0) - set(tasks))} that are not in tasks {sorted(tasks)}")
+    given_m0 = {task: given_m0_rows(task, Path(folder), warmup_per_seed) for task, folder in m0.items()}
     results: dict[str, dict[str, dict[int, list[dict]]]] = {}  # task -> arm -> seed -> eval rows
     for task, config in tasks.items():
         extra = list(flags) + list(task_flags.get(task, []))
         base = yaml.safe_load((REPO / config).read_text())["model"]["init_args"]
         iteration_lr = base.get("iteration_lr") or base.get("lr", 3e-3)
         m0_seeds = {seed: seed if warmup_per_seed else warmup_seed for seed in seeds}
-        for m0_seed in sorted(set(m0_seeds.values())):
-            rows_m0 = run(m0_dir(out, task, m0_seed), REPO / config, warmup_flags(m0_seed, warmup[task]) + extra, 0, export=True)
+        m0_dirs = {s: Path(m0[task]).resolve() if task in m0 else m0_dir(out, task, s) for s in set(m0_seeds.values())}
+        for m0_seed, folder in sorted(m0_dirs.items()):
+            rows_m0 = given_m0[task] if task in m0 else run(
+                folder, REPO / config, warmup_flags(m0_seed, warmup[task]) + extra, 0, export=True)
             if "ft_rationale" in arms:
                 results.setdefault(task, {}).setdefault("ft_rationale", {})[m0_seed] = rows_m0
         for arm in arms:
@@ -179,12 +202,13 @@ def main(
             last = max(row.stage for row in rows_for([arm], iterations))  # the run is done once it evaluated this
             arm_yaml = arm_config(REPO / config, arm, error_rate, out / "configs" / task / f"{arm}.yaml")
             for seed in seeds:
-                arm_flags = run_flags(arm, seed, m0_dir(out, task, m0_seeds[seed]) / "hf_model", epochs_per_iteration, iterations, iteration_lr)
+                arm_flags = run_flags(arm, seed, m0_dirs[m0_seeds[seed]] / "hf_model", epochs_per_iteration, iterations, iteration_lr)
                 results.setdefault(task, {}).setdefault(arm, {})[seed] = run(
                     out / "runs" / task / arm / f"seed{seed}", arm_yaml, arm_flags + extra, last)
     return write_report(out, results, rows, seeds,
-                        "M_0: W=" + ", ".join(f"{w} ({task})" for task, w in warmup.items())
-                        + f" epochs; then T={iterations} x e={epochs_per_iteration} epochs")
+                        "M_0: " + ", ".join(f"{m0[task]} ({task})" if task in m0 else f"W={w} epochs ({task})"
+                                            for task, w in warmup.items())
+                        + f"; then T={iterations} x e={epochs_per_iteration} epochs")
 
 
 def write_report(out: Path, results: dict, rows: list[Row], seeds: list[int], budget: str) -> dict:

@@ -30,6 +30,11 @@ def test_every_arm_starts_from_m0_with_the_same_epochs_and_its_own_difference(tm
         run_flags("ft_rationale", 0, m0, 1, 1, 1e-3)
     with pytest.raises(ValueError, match=r"warmup_epochs names tasks \['ws'\], the tasks are \['ma'\]"):
         main(tasks={"ma": "configs/tripost/multistep_arithmetic_tiny.yaml"}, out_dir=str(tmp_path), warmup_epochs={"ws": 1})
+    ma = {"ma": "configs/tripost/multistep_arithmetic_tiny.yaml"}
+    with pytest.raises(ValueError, match=r"m0 names tasks \['ws'\] that are not in tasks \['ma'\]"):
+        main(tasks=ma, out_dir=str(tmp_path), m0={"ws": str(tmp_path)})
+    with pytest.raises(ValueError, match=r"m0 for 'ma': .*eval_table.json does not exist; give the folder"):
+        main(tasks=ma, out_dir=str(tmp_path), m0={"ma": str(tmp_path / "nowhere")})
     assert not any(tmp_path.iterdir())  # refused before any run
     assert [r.label for r in rows_for(["ft_rationale", "ft_rationale_continued", "tripost"], 2, 3)] == [
         "ft rationale", "ft rationale, +6 epochs", "TriPosT t=1", "TriPosT t=2"]
@@ -85,3 +90,11 @@ def test_runner_trains_every_arm_from_one_m0_and_resumes_from_its_runs(tmp_path,
     capsys.readouterr()
     main(**config)  # every run is reused, the report is rebuilt
     assert capsys.readouterr().out.count("reusing") == 5
+
+    # an M_0 trained before: the arms start from it and no new M_0 is trained
+    again = main(**config | {"out_dir": str(tmp_path / "again"), "seeds": [0], "arms": ["ft_rationale", "tripost"],
+                             "m0": {"ma": str(runs / "warmup" / "seed0")}})
+    assert not (tmp_path / "again" / "runs" / "ma" / "warmup").exists()
+    command = (tmp_path / "again" / "runs" / "ma" / "tripost" / "seed0" / "command.sh").read_text()
+    assert f"--model.init_args.model={m0}" in command
+    assert again["ma / ft rationale / after / seen"] == [m0_seen]
