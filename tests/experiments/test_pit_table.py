@@ -55,7 +55,7 @@ def test_runner_runs_the_pipeline_once_and_each_arm(tmp_path, capsys):
     assert capsys.readouterr().out.count("reusing") == 5  # rm, sft, policy and both RL arms
 
 
-@pytest.mark.parametrize("preset", ["experiments/tripost_cpu.yaml", "experiments/pit_cpu.yaml"])
+@pytest.mark.parametrize("preset", ["experiments/tripost_cpu.yaml", "experiments/tripost_gpu.yaml", "experiments/pit_cpu.yaml"])
 def test_presets_parse_and_start_with_their_command(preset, capsys):
     from jsonargparse import CLI
 
