@@ -23,6 +23,7 @@ from pathlib import Path
 from experiments.report import cell, line_chart_svg, markdown_table, mean_std, write_csv
 from experiments.runs import REPO, run_command
 
+STAGES = ("rm", "sft", "policy", "rl")
 ARMS = {"sft_only": "SFT only", "round1_only": "RL round 1 only", "round2_only": "RL round 2 only",
         "both_rounds": "RL both rounds"}
 METRICS = {"exact_gain": "exact-score gain", "exact_win_rate": "exact win rate", "rm_win_rate": "RM win rate"}
@@ -42,8 +43,10 @@ def rl_flags(arm: str, rl_epochs: int, round1_epochs: int) -> list[str]:
             f"--trainer.logger.init_args.version={arm}"]
 
 
-def pipeline(root: Path, seed: int, arms: list[str], rl_epochs: int, round1_epochs: int, flags: list[str]) -> dict:
+def pipeline(root: Path, seed: int, arms: list[str], rl_epochs: int, round1_epochs: int, flags: list[str],
+             stage_flags: dict[str, list[str]] | None = None) -> dict:
     """One seed's reward model, SFT, original policy and RL arms; returns ``{arm: pit_eval metrics}``."""
+    stage_flags = stage_flags or {}
     common = [f"--seed_everything={seed}", "--trainer.enable_progress_bar=false", *flags]
     configs = root / "configs"
     stages = [("rm", "constrained_lists_reward_model", [], root / "rm" / "reward_model" / "config.json"),
@@ -53,14 +56,15 @@ def pipeline(root: Path, seed: int, arms: list[str], rl_epochs: int, round1_epoc
                root / "policy" / "hf_model" / "config.json")]
     for name, config, extra, done in stages:
         path = stage_config(config, root, configs / f"{name}.yaml")
-        run_command(root / name, ["fit", "--config", str(path), *common, *extra], done)
+        run_command(root / name, ["fit", "--config", str(path), *common, *extra, *stage_flags.get(name, [])], done)
     results = {"sft_only": json.loads((root / "sft" / "pit_eval.json").read_text())}
     for arm in arms:
         if arm == "sft_only":
             continue
         path = stage_config("constrained_lists_rl", root, configs / "rl.yaml")
         done = root / arm / "pit_eval.json"
-        run_command(root / arm, ["fit", "--config", str(path), *common, *rl_flags(arm, rl_epochs, round1_epochs)], done)
+        run_command(root / arm, ["fit", "--config", str(path), *common, *rl_flags(arm, rl_epochs, round1_epochs),
+                                 *stage_flags.get("rl", [])], done)
         results[arm] = json.loads(done.read_text())
     return results
 
@@ -72,6 +76,7 @@ def main(
     rl_epochs: int = 6,
     round1_epochs: int = 3,
     flags: list[str] = [],  # noqa: B006
+    stage_flags: dict[str, list[str]] = {},  # noqa: B006
 ) -> dict:
     """Run PIT's pipeline per seed and every arm, and write ``pit_table.{md,csv,svg}`` to ``out_dir``.
 
@@ -82,13 +87,17 @@ def main(
         rl_epochs: RL epochs (PPO iterations) of every RL arm.
         round1_epochs: of those, epochs on round 1 in the both-rounds arm.
         flags: extra ``cli.py fit`` flags for every run (e.g. fewer pairs, a smaller model).
+        stage_flags: extra flags for one stage's runs: ``rm``, ``sft``, ``policy`` (the original policy) or ``rl``
+            (every RL arm), e.g. a pretrained model and its learning rate for the stages that start from one.
     """
     unknown = set(arms) - set(ARMS)
     if unknown:
         raise ValueError(f"unknown arms {sorted(unknown)}; the arms are {', '.join(ARMS)}")
+    if set(stage_flags) - set(STAGES):
+        raise ValueError(f"stage_flags names {sorted(set(stage_flags) - set(STAGES))}; the stages are {', '.join(STAGES)}")
     out = Path(out_dir).resolve()
-    results = {seed: pipeline(out / "runs" / f"seed{seed}", seed, list(arms), rl_epochs, round1_epochs, list(flags))
-               for seed in seeds}
+    results = {seed: pipeline(out / "runs" / f"seed{seed}", seed, list(arms), rl_epochs, round1_epochs, list(flags),
+                              dict(stage_flags)) for seed in seeds}
     return write_report(out, results, list(arms), f"{rl_epochs} RL epochs, {round1_epochs} in round 1 for both rounds")
 
 

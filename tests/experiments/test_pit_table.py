@@ -5,6 +5,7 @@ import csv
 import json
 
 import pytest
+import yaml
 
 from experiments.pit_table import main, per_iteration, rl_flags, write_report
 
@@ -15,6 +16,8 @@ def test_arms_differ_only_in_their_curriculum():
     assert rl_flags("both_rounds", 6, 3)[:2] == ["--trainer.max_epochs=6", "--model.init_args.round1_epochs=3"]
     with pytest.raises(ValueError, match="unknown arms \\['round3'\\]"):
         main(arms=["round3"])
+    with pytest.raises(ValueError, match=r"stage_flags names \['ppo'\]; the stages are rm, sft, policy, rl"):
+        main(stage_flags={"ppo": ["--model.init_args.lr=1e-6"]})
 
 
 def test_report_gives_gain_and_win_rates_per_iteration(tmp_path):
@@ -42,7 +45,8 @@ def test_runner_runs_the_pipeline_once_and_each_arm(tmp_path, capsys):
               "--model.init_args.tiny.hidden_size=32", "--model.init_args.tiny.num_layers=1",
               "--model.init_args.tiny.num_heads=2", "--model.init_args.tiny.intermediate_size=64"]
     config = {"out_dir": str(tmp_path / "out"), "seeds": [0], "arms": ["sft_only", "round2_only", "both_rounds"],
-              "rl_epochs": 2, "round1_epochs": 1, "flags": shrink}
+              "rl_epochs": 2, "round1_epochs": 1, "flags": shrink,
+              "stage_flags": {"rl": ["--model.init_args.lr=5e-5"], "policy": ["--model.init_args.lr=1e-3"]}}
     table = main(**config)
     root = tmp_path / "out" / "runs" / "seed0"
     both = json.loads((root / "both_rounds" / "pit_eval.json").read_text())
@@ -50,12 +54,17 @@ def test_runner_runs_the_pipeline_once_and_each_arm(tmp_path, capsys):
     assert (root / "round2_only" / "rollouts" / "references_round2.jsonl").is_file()
     first = (root / "round2_only" / "rollouts" / "iter_001.jsonl").read_text().splitlines()
     assert all(json.loads(line)["turns"][0]["by"] == "original_policy" for line in first)  # round 2 from the start
+    for stage, lr in (("round2_only", "5e-5"), ("both_rounds", "5e-5"), ("policy", "1e-3"), ("rm", None), ("sft", None)):
+        command = (root / stage / "command.sh").read_text()  # each stage's own flags, and only its own
+        assert ("--model.init_args.lr=" in command) == (lr is not None) and (lr is None or f"lr={lr}" in command)
+    assert yaml.safe_load((root / "round2_only" / "hparams.yaml").read_text())["lr"] == 5e-5
     capsys.readouterr()
     main(**config)
     assert capsys.readouterr().out.count("reusing") == 5  # rm, sft, policy and both RL arms
 
 
-@pytest.mark.parametrize("preset", ["experiments/tripost_cpu.yaml", "experiments/tripost_gpu.yaml", "experiments/pit_cpu.yaml"])
+@pytest.mark.parametrize("preset", ["experiments/tripost_cpu.yaml", "experiments/tripost_gpu.yaml", "experiments/pit_cpu.yaml",
+                                    "experiments/pit_gpu.yaml"])
 def test_presets_parse_and_start_with_their_command(preset, capsys):
     from jsonargparse import CLI
 
