@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import MeanMetric
 
-from tasks.base import CORRECT_MARKER, Question, Task
+from tasks.base import CORRECT_MARKER, FEEDBACK_HEADER, UPDATED_HEADER, Question, Task, correct_feedback
 
 
 class SelfImproveEval(Callback):
@@ -41,6 +41,12 @@ class SelfImproveEval(Callback):
 
     def state_dict(self) -> dict:
         return {"rows": self.rows}
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        questions = trainer.datamodule.test_questions()[: self.num_questions]
+        budget = pl_module.hparams.max_new_tokens
+        for warning in token_budget_warnings(trainer.datamodule.task, trainer.datamodule.tokenizer, questions, budget):
+            rank_zero_warn(warning)
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.rows = state_dict["rows"]
@@ -112,6 +118,33 @@ def accuracy_by_group(task: Task, questions: list[Question], correct: list[bool]
         for name in (q.bucket, "seen" if q.seen else "unseen", "total"):
             groups.setdefault(name, MeanMetric()).update(torch.tensor(float(ok)))
     return {f"{phase}/{name}": 100 * metric.compute().item() for name, metric in groups.items()}
+
+
+def token_budget_warnings(task: Task, tokenizer, questions: list[Question], max_new_tokens: int) -> list[str]:
+    """What ``max_new_tokens`` (one generation: attempt, then feedback and an updated answer) leaves out, judged by
+    the gold rationales' lengths: answers cut off before their final response, and answers that test-time
+    self-improvement has no room to revise."""
+    lengths, needed = [], []
+    for q in questions:
+        rationale = task.gold_rationale(q)
+        attempt = len(tokenizer.encode(rationale, add_special_tokens=False))
+        feedback = len(tokenizer.encode(f"{FEEDBACK_HEADER} {correct_feedback(rationale)}\n{UPDATED_HEADER}\n",
+                                        add_special_tokens=False))
+        lengths.append(attempt)
+        needed.append(2 * attempt + feedback)  # a lower bound: a real feedback names an error, and is longer
+    flag = "raise --model.init_args.max_new_tokens"
+    warnings = []
+    cut = [q for q, n in zip(questions, lengths) if n > max_new_tokens]
+    if cut:
+        warnings.append(f"max_new_tokens={max_new_tokens}: {len(cut)} of {len(questions)} test questions "
+                        f"({sum(q.seen for q in cut)} seen) have gold answers longer than that (up to {max(lengths)} "
+                        f"tokens), so attempts at them are cut off before their final response and count as wrong; {flag}")
+    no_room = sum(n > max_new_tokens for n in needed)
+    if no_room:
+        warnings.append(f"max_new_tokens={max_new_tokens}: for {no_room} of {len(questions)} test questions an attempt, "
+                        "its feedback and an updated answer do not fit in one generation, so test-time "
+                        f"self-improvement cannot revise them; {flag} (at least {max(needed)} fits them all)")
+    return warnings
 
 
 def self_check(correct: list[bool], feedbacks: list[str | None]) -> dict[str, float]:

@@ -3,7 +3,8 @@ first attempt."""
 
 import pytest
 
-from callbacks.evaluation import accuracy_by_group, self_check
+from callbacks.evaluation import accuracy_by_group, self_check, token_budget_warnings
+from tasks.base import FEEDBACK_HEADER, UPDATED_HEADER, correct_feedback
 from tasks.base import Question
 
 CORRECT = "Step (1) to step (3) are correct. The final response is also correct."
@@ -33,3 +34,21 @@ def test_accuracy_by_group_per_bucket_seen_unseen_and_total():
     assert accuracy_by_group(None, questions, [True, False, True, False], "before") == pytest.approx({
         "before/a": 50.0, "before/seen": 200 / 3, "before/total": 50.0, "before/b": 100.0, "before/c": 0.0,
         "before/unseen": 0.0})
+
+
+def test_token_budget_warns_about_cut_off_answers_and_no_room_to_revise(ma_task, ma_tokenizer):
+    questions = ma_task.questions("test")
+    def n(text):
+        return len(ma_tokenizer.encode(text, add_special_tokens=False))
+    gold = [ma_task.gold_rationale(q) for q in questions]
+    lengths = [n(r) for r in gold]
+    needed = [2 * n(r) + n(f"{FEEDBACK_HEADER} {correct_feedback(r)}\n{UPDATED_HEADER}\n") for r in gold]
+    assert token_budget_warnings(ma_task, ma_tokenizer, questions, max(needed)) == []
+    (revise,) = token_budget_warnings(ma_task, ma_tokenizer, questions, max(lengths))  # attempts fit, updates do not all
+    assert f"for {sum(x > max(lengths) for x in needed)} of {len(questions)} test questions" in revise
+    assert f"at least {max(needed)} fits them all" in revise
+    cut, _ = token_budget_warnings(ma_task, ma_tokenizer, questions, min(lengths) - 1)
+    seen = sum(q.seen for q in questions)
+    assert cut.startswith(f"max_new_tokens={min(lengths) - 1}: {len(questions)} of {len(questions)} test questions "
+                          f"({seen} seen) have gold answers longer than that (up to {max(lengths)} tokens)")
+    assert cut.endswith("raise --model.init_args.max_new_tokens")
