@@ -42,14 +42,14 @@ class SelfImproveEval(Callback):
     def state_dict(self) -> dict:
         return {"rows": self.rows}
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.rows = state_dict["rows"]
+
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         questions = trainer.datamodule.test_questions()[: self.num_questions]
         budget = pl_module.hparams.max_new_tokens
         for warning in token_budget_warnings(trainer.datamodule.task, trainer.datamodule.tokenizer, questions, budget):
             rank_zero_warn(warning)
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.rows = state_dict["rows"]
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         stage = pl_module.finished_stage(trainer.current_epoch)

@@ -44,9 +44,8 @@ def rl_flags(arm: str, rl_epochs: int, round1_epochs: int) -> list[str]:
 
 
 def pipeline(root: Path, seed: int, arms: list[str], rl_epochs: int, round1_epochs: int, flags: list[str],
-             stage_flags: dict[str, list[str]] | None = None) -> dict:
+             stage_flags: dict[str, list[str]]) -> dict:
     """One seed's reward model, SFT, original policy and RL arms; returns ``{arm: pit_eval metrics}``."""
-    stage_flags = stage_flags or {}
     common = [f"--seed_everything={seed}", "--trainer.enable_progress_bar=false", *flags]
     configs = root / "configs"
     stages = [("rm", "constrained_lists_reward_model", [], root / "rm" / "reward_model" / "config.json"),
@@ -97,7 +96,7 @@ def main(
         raise ValueError(f"stage_flags names {sorted(set(stage_flags) - set(STAGES))}; the stages are {', '.join(STAGES)}")
     out = Path(out_dir).resolve()
     results = {seed: pipeline(out / "runs" / f"seed{seed}", seed, list(arms), rl_epochs, round1_epochs, list(flags),
-                              dict(stage_flags)) for seed in seeds}
+                              stage_flags) for seed in seeds}
     return write_report(out, results, list(arms), f"{rl_epochs} RL epochs, {round1_epochs} in round 1 for both rounds")
 
 
