@@ -4,6 +4,7 @@ stopped."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import sys
@@ -16,7 +17,12 @@ REPO = Path(__file__).resolve().parents[1]
 def run_command(run_dir: Path, args: list[str], done: Path) -> None:
     """``python cli.py <args>`` unless ``done`` exists (the run finished before). A run killed midway resumes from
     its last checkpoint; one killed before any checkpoint is moved aside (``<run>.partial-<time>``) and started
-    over. The command goes to ``{run_dir}/command.sh``, its output to ``{run_dir}/output.log``."""
+    over. The command goes to ``{run_dir}/command.sh``, its output to ``{run_dir}/output.log``, and the settings
+    (the arguments and the ``--config`` file's text) to ``{run_dir}/settings.json``: a finished or killed run is
+    only reused with the settings it was started with, so a changed flag or config never yields stale results."""
+    settings = {"args": args, "config": _config_text(args)}
+    if done.exists() or (run_dir / "checkpoints" / "last.ckpt").exists():
+        _check_same_settings(run_dir, settings)
     if done.exists():
         print(f"reusing {run_dir}", flush=True)
         return
@@ -29,6 +35,7 @@ def run_command(run_dir: Path, args: list[str], done: Path) -> None:
         run_dir.rename(kept)
         print(f"moved the unfinished run without a checkpoint to {kept}", flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "settings.json").write_text(json.dumps(settings, indent=1) + "\n")
     (run_dir / "command.sh").write_text(shlex.join(command) + "\n")
     print(f"+ {shlex.join(command)}", flush=True)
     start = time.perf_counter()
@@ -38,3 +45,29 @@ def run_command(run_dir: Path, args: list[str], done: Path) -> None:
         raise SystemExit(f"run failed (exit {code}, {done.name} {'written' if done.exists() else 'missing'}): "
                          f"see {run_dir / 'output.log'}")
     print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def _config_text(args: list[str]) -> str | None:
+    """The text of the ``--config`` file in ``args`` (None without one)."""
+    for flag, value in zip(args, args[1:]):
+        if flag == "--config":
+            return (REPO / value).read_text()  # an absolute value stays absolute
+    return None
+
+
+def _check_same_settings(run_dir: Path, settings: dict) -> None:
+    """Refuse to reuse or resume ``run_dir`` if it was started with other settings (older runs without a
+    ``settings.json`` are reused as they are, with a note)."""
+    recorded = run_dir / "settings.json"
+    if not recorded.exists():
+        print(f"note: {run_dir} has no settings.json (run by an older version); reusing it unchecked", flush=True)
+        return
+    before = json.loads(recorded.read_text())
+    if before == settings:
+        return
+    differences = [f"flags only in the earlier run: {[a for a in before['args'] if a not in settings['args']]}",
+                   f"flags only in this one: {[a for a in settings['args'] if a not in before['args']]}"]
+    if before["config"] != settings["config"]:
+        differences.append("the --config file's text changed")
+    raise SystemExit(f"{run_dir} was run with other settings ({'; '.join(differences)}). Its results would not "
+                     "match this command: delete the folder to run it again, or pass another --out_dir.")
