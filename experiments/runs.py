@@ -4,7 +4,9 @@ stopped."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -14,12 +16,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_command(run_dir: Path, args: list[str], done: Path) -> None:
+def run_command(run_dir: Path, args: list[str], done: Path, threads: int | None = None) -> None:
     """``python cli.py <args>`` unless ``done`` exists (the run finished before). A run killed midway resumes from
     its last checkpoint; one killed before any checkpoint is moved aside (``<run>.partial-<time>``) and started
     over. The command goes to ``{run_dir}/command.sh``, its output to ``{run_dir}/output.log``, and the settings
     (the arguments and the ``--config`` file's text) to ``{run_dir}/settings.json``: a finished or killed run is
-    only reused with the settings it was started with, so a changed flag or config never yields stale results."""
+    only reused with the settings it was started with, so a changed flag or config never yields stale results.
+    ``threads`` caps the run's CPU threads (``OMP_NUM_THREADS``), for runs that share the machine."""
     settings = {"args": args, "config": _config_text(args)}
     if done.exists() or (run_dir / "checkpoints" / "last.ckpt").exists():
         _check_same_settings(run_dir, settings)
@@ -37,19 +40,20 @@ def run_command(run_dir: Path, args: list[str], done: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "settings.json").write_text(json.dumps(settings, indent=1) + "\n")
     (run_dir / "command.sh").write_text(shlex.join(command) + "\n")
-    print(f"+ {shlex.join(command)}", flush=True)
+    env = os.environ | ({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {})
+    print(f"+ {shlex.join(command)}" + (f"  ({threads} threads)" if threads else ""), flush=True)
     start = time.perf_counter()
     with open(run_dir / "output.log", "a") as log:
-        code = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
     if code or not done.exists():
         raise SystemExit(f"run failed (exit {code}, {done.name} {'written' if done.exists() else 'missing'}): "
                          f"see {run_dir / 'output.log'}")
-    print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
+    print(f"  done in {time.perf_counter() - start:.0f} s: {run_dir}", flush=True)
 
 
 def _config_text(args: list[str]) -> str | None:
     """The text of the ``--config`` file in ``args`` (None without one)."""
-    for flag, value in zip(args, args[1:]):
+    for flag, value in itertools.pairwise(args):
         if flag == "--config":
             return (REPO / value).read_text()  # an absolute value stays absolute
     return None

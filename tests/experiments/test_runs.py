@@ -70,3 +70,13 @@ def test_a_killed_run_is_not_resumed_with_other_settings(tmp_path):
     with pytest.raises(SystemExit, match=r"flags only in this one: \['--seed_everything=1'\]"):
         run_command(run, ["fit", "--config", str(config), "--seed_everything=1"], run / "eval_table.json")
     assert (run / "checkpoints" / "last.ckpt").read_text() == "weights"
+
+
+def test_threads_cap_the_runs_cpu_threads(tmp_path, monkeypatch):
+    from experiments import runs
+
+    monkeypatch.setattr(runs.sys, "executable", "/bin/sh")  # "cli.py" is then a shell script: no torch start-up
+    monkeypatch.setattr(runs, "REPO", tmp_path)
+    (tmp_path / "cli.py").write_text('echo "$OMP_NUM_THREADS $MKL_NUM_THREADS" > "$1"\n')
+    run_command(tmp_path / "run", [str(tmp_path / "run" / "done")], tmp_path / "run" / "done", threads=1)
+    assert (tmp_path / "run" / "done").read_text() == "1 1\n"

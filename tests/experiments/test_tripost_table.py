@@ -98,3 +98,30 @@ def test_runner_trains_every_arm_from_one_m0_and_resumes_from_its_runs(tmp_path,
     command = (tmp_path / "again" / "runs" / "ma" / "tripost" / "seed0" / "command.sh").read_text()
     assert f"--model.init_args.model={m0}" in command
     assert again["ma / ft rationale / after / seen"] == [m0_seen]
+
+
+def test_arm_runs_in_parallel_split_the_cores_and_all_finish_before_a_failure_is_raised(monkeypatch):
+    import experiments.tripost_table as tt
+
+    calls = []
+
+    def fake_run(run_dir, threads=None, **kwargs):
+        calls.append((run_dir, threads))
+        if run_dir == "b":
+            raise SystemExit("run failed (exit 1): see b/output.log")
+        return [{"stage": 1, "run": run_dir}]
+
+    monkeypatch.setattr(tt, "run", fake_run)
+    monkeypatch.setattr(tt.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert tt.run_all({"x": {"run_dir": "a"}, "y": {"run_dir": "c"}}, 2) == {
+        "x": [{"stage": 1, "run": "a"}], "y": [{"stage": 1, "run": "c"}]}
+    assert sorted(calls) == [("a", 2), ("c", 2)]  # 4 cores, 2 at a time: 2 threads each
+
+    calls.clear()
+    with pytest.raises(SystemExit, match=r"1 of 3 runs failed; the first: run failed \(exit 1\): see b/output.log"):
+        tt.run_all({"x": {"run_dir": "a"}, "y": {"run_dir": "b"}, "z": {"run_dir": "c"}}, 3)
+    assert sorted(calls) == [("a", 1), ("b", 1), ("c", 1)]  # the others ran to the end
+
+    calls.clear()
+    tt.run_all({"x": {"run_dir": "a"}}, 1)
+    assert calls == [("a", None)]  # one at a time: every core, no cap
