@@ -32,9 +32,11 @@ from torch.utils.data import DataLoader  # noqa: E402
 from transformers import LlamaForCausalLM  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from bench.plain_loop import adamw, train_step  # noqa: E402
 from datamodules.tripost import TriPosTDataModule, collate, length_grouped_batches  # noqa: E402
 from modules.generation import generate, left_pad  # noqa: E402
-from modules.tripost import TinyLlama, TriPosTModule, weighted_lm_loss  # noqa: E402
+from modules.common import tiny_llama_config  # noqa: E402
+from modules.tripost import TinyLlama, TriPosTModule  # noqa: E402
 from tasks import MultistepArithmetic  # noqa: E402
 
 TARGET = 0.9
@@ -82,7 +84,7 @@ def build(args):
     heads = max(1, args.hidden_size // 32)
     tiny = TinyLlama(hidden_size=args.hidden_size, num_layers=args.num_layers, num_heads=heads,
                      intermediate_size=4 * args.hidden_size)
-    config = TriPosTModule(tiny=tiny)._tiny_config(tok)
+    config = tiny_llama_config(tiny, tok)
     torch.manual_seed(args.seed)
     init = LlamaForCausalLM(config).state_dict()
     prompts = [tok.encode(task.prompt(q), add_special_tokens=True) for q in questions[: args.rollout_prompts]]
@@ -112,19 +114,11 @@ def run_ours(args, tok, batches, config, init, tiny) -> tuple[float, TriPosTModu
 def run_plain(args, batches, config, init) -> float:
     model = fresh_model(config, init)
     model.train()
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=3e-3, betas=(0.9, 0.95))
+    optimizer = adamw(model, lr=3e-3)
     stamps, tokens = [], []
     for batch in batches:
         stamps.append(time.perf_counter())
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss = weighted_lm_loss(logits, batch["input_ids"], batch["loss_weights"])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
+        train_step(model, optimizer, batch)
         tokens.append(int(batch["attention_mask"].sum()))
     stamps.append(time.perf_counter())
     return tokens_per_s(stamps, tokens, args.warmup)

@@ -4,8 +4,8 @@
     python bench/warmup_probe.py --batch-size 4 --epochs 5 --every 250
 
 Trains exactly as stage 0 of ``TriPosTModule`` does (the DataModule's gold examples and length-grouped batches,
-``weighted_lm_loss``, AdamW with its parameter groups, warm-up + cosine over the run, clip 1.0), without
-Lightning, and every ``--every`` steps prints a continuous measure of progress on the 80 seen test questions of
+``bench.plain_loop``'s step: ``weighted_lm_loss``, AdamW with its parameter groups, clip 1.0; warm-up + cosine
+over the run), without Lightning, and every ``--every`` steps prints a continuous measure of progress on the 80 seen test questions of
 the default arithmetic task: the gold rationale's tokens the model gets wrong under teacher forcing (argmax !=
 gold), per question, and the questions with none wrong. A question with none wrong is one greedy decoding
 answers exactly as the gold rationale, so the second figure is greedy exact-match accuracy; the first moves long
@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, a
 import torch
 from transformers import LlamaForCausalLM
 
+from bench.plain_loop import adamw, train_step
 from datamodules.examples import GOLD, Example
 from datamodules.tripost import TriPosTDataModule, collate, length_grouped_batches
 from modules.common import TinyLlama, tiny_llama_config
-from modules.tripost import weighted_lm_loss
 from tasks import MultistepArithmetic
 
 
@@ -73,10 +73,7 @@ def main() -> None:
 
     tiny = TinyLlama(args.hidden_size, args.num_layers, args.num_heads, 4 * args.hidden_size)
     model = LlamaForCausalLM(tiny_llama_config(tiny, data.tokenizer))
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=args.lr, betas=(0.9, 0.95))
+    optimizer = adamw(model, lr=args.lr)
     total = int(math.ceil(len(train) / args.batch_size) * args.epochs)
 
     def factor(step: int) -> float:  # TriPosTModule's defaults: warm-up 10%, cosine to 10% of the peak
@@ -89,13 +86,7 @@ def main() -> None:
     start, step, epoch = time.perf_counter(), 0, 0
     while step < total:
         for indices in length_grouped_batches(lengths, args.batch_size, args.seed + epoch):
-            batch = collate([train[i] for i in indices], pad_id)
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            loss = weighted_lm_loss(logits, batch["input_ids"], batch["loss_weights"])
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad()
+            loss = train_step(model, optimizer, collate([train[i] for i in indices], pad_id))
             scheduler.step()
             step += 1
             if step % args.every == 0 or step == total:
