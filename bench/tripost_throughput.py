@@ -34,8 +34,8 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from bench.plain_loop import adamw, train_step  # noqa: E402
 from datamodules.tripost import TriPosTDataModule, collate, length_grouped_batches  # noqa: E402
-from modules.generation import generate, left_pad  # noqa: E402
 from modules.common import tiny_llama_config  # noqa: E402
+from modules.generation import generate, left_pad  # noqa: E402
 from modules.tripost import TinyLlama, TriPosTModule  # noqa: E402
 from tasks import MultistepArithmetic  # noqa: E402
 

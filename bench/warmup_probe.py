@@ -30,6 +30,7 @@ from bench.plain_loop import adamw, train_step
 from datamodules.examples import GOLD, Example
 from datamodules.tripost import TriPosTDataModule, collate, length_grouped_batches
 from modules.common import TinyLlama, tiny_llama_config
+from modules.tripost import stage_lr_factor
 from tasks import MultistepArithmetic
 
 
@@ -76,11 +77,8 @@ def main() -> None:
     optimizer = adamw(model, lr=args.lr)
     total = int(math.ceil(len(train) / args.batch_size) * args.epochs)
 
-    def factor(step: int) -> float:  # TriPosTModule's defaults: warm-up 10%, cosine to 10% of the peak
-        progress = min(step / total, 1.0)
-        return max(min(1.0, progress / 0.1), 1e-3) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    # TriPosTModule's stage schedule with its defaults: warm-up 10%, cosine to 10% of the peak
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: stage_lr_factor(min(step / total, 1.0), 0.1, 0.1))
     print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {len(train)} gold examples, "
           f"{total} steps of batch {args.batch_size}, lr {args.lr}", flush=True)
     start, step, epoch = time.perf_counter(), 0, 0

@@ -21,7 +21,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import MeanMetric
 
-from tasks.base import CORRECT_MARKER, FEEDBACK_HEADER, UPDATED_HEADER, Question, Task, correct_feedback
+from datamodules.examples import improvement_section
+from tasks.base import CORRECT_MARKER, Question, Task, correct_feedback
 
 
 class SelfImproveEval(Callback):
@@ -126,12 +127,12 @@ def token_budget_warnings(task: Task, tokenizer, questions: list[Question], max_
     self-improvement has no room to revise."""
     lengths, needed = [], []
     for q in questions:
-        rationale = task.gold_rationale(q)
+        rationale = task.gold_rationale(q).strip()
         attempt = len(tokenizer.encode(rationale, add_special_tokens=False))
-        feedback = len(tokenizer.encode(f"{FEEDBACK_HEADER} {correct_feedback(rationale)}\n{UPDATED_HEADER}\n",
-                                        add_special_tokens=False))
+        # as training lays it out; a lower bound: a real feedback names an error, and is longer than "correct"
+        section = improvement_section(task.prompt(q), correct_feedback(rationale), rationale)
         lengths.append(attempt)
-        needed.append(2 * attempt + feedback)  # a lower bound: a real feedback names an error, and is longer
+        needed.append(len(tokenizer.encode(f"{rationale}\n{section}", add_special_tokens=False)))
     flag = "raise --model.init_args.max_new_tokens"
     warnings = []
     cut = [q for q, n in zip(questions, lengths) if n > max_new_tokens]

@@ -53,6 +53,11 @@ def updated_header(prompt: str) -> str:
     return "Updated " + last_line
 
 
+def improvement_section(prompt: str, feedback: str, improvement: str) -> str:
+    """What follows an attempt in an improvement example: ``Feedback: ...``, ``Updated Answer: ...``, the steps."""
+    return f"Feedback: {feedback}\n{updated_header(prompt)}\n{improvement}"
+
+
 def split_turns(episode: Episode) -> list[Example]:
     """Cut one trainable episode into TriPosT examples; untrainable outcomes give none."""
     if episode.outcome not in TRAINABLE_OUTCOMES:
@@ -61,7 +66,7 @@ def split_turns(episode: Episode) -> list[Example]:
     feedbacks = [turn.text.strip() for turn in episode.turns[1::2]]
     examples = []
     for i in range(len(answers) - 1):  # improvement turns
-        self_improve = f"Feedback: {feedbacks[i]}\n{updated_header(episode.prompt)}\n{answers[i + 1]}"
+        self_improve = improvement_section(episode.prompt, feedbacks[i], answers[i + 1])
         examples.append(
             Example(IMPROVEMENT, episode.prompt, answers[i] + "\n", self_improve, True, episode.id, attempt_correct=False)
         )

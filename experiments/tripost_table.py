@@ -149,9 +149,7 @@ def run(run_dir: Path, config: Path, flags: list[str], last_stage: int, export: 
 def run_all(jobs: dict[tuple, dict], parallel: int) -> dict[tuple, list[dict]]:
     """``run(**kwargs)`` for every job, ``parallel`` at a time with the cores split between them; every job runs
     (or fails) before the first failure is raised, so no finished work is lost."""
-    if parallel == 1:
-        return {key: run(**kwargs) for key, kwargs in jobs.items()}
-    threads = max(1, len(os.sched_getaffinity(0)) // parallel)
+    threads = None if parallel == 1 else max(1, len(os.sched_getaffinity(0)) // parallel)  # one at a time: no cap
     with ThreadPoolExecutor(parallel) as pool:
         futures = {key: pool.submit(run, **kwargs, threads=threads) for key, kwargs in jobs.items()}
         wait(futures.values())

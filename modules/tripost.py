@@ -194,9 +194,7 @@ class TriPosTModule(LightningModule):
         fraction = step_in_epoch / batches if 0 < batches < float("inf") else 0.0
         progress = min((position + fraction) / length, 1.0)
         peak = self.hparams.lr if stage == 0 or self.hparams.iteration_lr is None else self.hparams.iteration_lr
-        warm = min(1.0, progress / self.hparams.warmup_ratio) if self.hparams.warmup_ratio > 0 else 1.0
-        cosine = self.hparams.min_lr_ratio + (1 - self.hparams.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-        return peak / self.hparams.lr * max(warm, 1e-3) * cosine
+        return peak / self.hparams.lr * stage_lr_factor(progress, self.hparams.warmup_ratio, self.hparams.min_lr_ratio)
 
     # ---- rollouts (called by callbacks.rollouts.OnlineRollouts) ---------------------------------------------------
 
@@ -272,6 +270,13 @@ class TriPosTModule(LightningModule):
         for trace in traces:  # the last update may have had no round left for its feedback
             trace.feedbacks += [None] * (len(trace.attempts) - len(trace.feedbacks))
         return traces
+
+
+def stage_lr_factor(progress: float, warmup_ratio: float, min_lr_ratio: float) -> float:
+    """The learning rate's fraction of its peak at ``progress`` (0..1) through a stage: linear warm-up over
+    ``warmup_ratio`` (from 1e-3, never 0), then cosine decay to ``min_lr_ratio``."""
+    warm = min(1.0, progress / warmup_ratio) if warmup_ratio > 0 else 1.0
+    return max(warm, 1e-3) * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def weighted_lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

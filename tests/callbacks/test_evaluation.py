@@ -4,8 +4,8 @@ first attempt."""
 import pytest
 
 from callbacks.evaluation import accuracy_by_group, self_check, token_budget_warnings
-from tasks.base import FEEDBACK_HEADER, UPDATED_HEADER, correct_feedback
-from tasks.base import Question
+from datamodules.examples import updated_header
+from tasks.base import Question, correct_feedback
 
 CORRECT = "Step (1) to step (3) are correct. The final response is also correct."
 ERROR = 'Step (1) is correct. In step (2) the part "7" is incorrect. This is because 3 + 5 is 8.'
@@ -40,9 +40,11 @@ def test_token_budget_warns_about_cut_off_answers_and_no_room_to_revise(ma_task,
     questions = ma_task.questions("test")
     def n(text):
         return len(ma_tokenizer.encode(text, add_special_tokens=False))
-    gold = [ma_task.gold_rationale(q) for q in questions]
+    gold = [ma_task.gold_rationale(q).strip() for q in questions]
     lengths = [n(r) for r in gold]
-    needed = [2 * n(r) + n(f"{FEEDBACK_HEADER} {correct_feedback(r)}\n{UPDATED_HEADER}\n") for r in gold]
+    # attempt, then feedback ("correct", the shortest) and an updated answer as long as the attempt
+    needed = [n(f"{r}\nFeedback: {correct_feedback(r)}\n{updated_header(ma_task.prompt(q))}\n{r}")
+              for q, r in zip(questions, gold)]
     assert token_budget_warnings(ma_task, ma_tokenizer, questions, max(needed)) == []
     (revise,) = token_budget_warnings(ma_task, ma_tokenizer, questions, max(lengths))  # attempts fit, updates do not all
     assert f"for {sum(x > max(lengths) for x in needed)} of {len(questions)} test questions" in revise

@@ -1,8 +1,10 @@
+import math
 from types import SimpleNamespace
 
+import pytest
 
 from modules.generation import Completion
-from modules.tripost import TriPosTModule, parse_generation
+from modules.tripost import TriPosTModule, parse_generation, stage_lr_factor
 from tasks.base import Question
 
 ATT = "(1) 1 + 2 = 4.\n(Final response) So the answer is 4."
@@ -75,3 +77,11 @@ def test_self_improve_loop_reprompts_with_the_latest_attempt(monkeypatch):
 
     traces = module.self_improve(task, questions[:1], max_rounds=1)  # no round left for the update's feedback
     assert traces[0].attempts == [ATT, FIX] and traces[0].feedbacks == [ERR, None]
+
+
+def test_stage_lr_factor_warms_up_then_decays_to_the_floor():
+    assert stage_lr_factor(0.0, 0.1, 0.1) == pytest.approx(1e-3)  # never 0: the first step still moves
+    assert stage_lr_factor(0.05, 0.1, 0.1) == pytest.approx(0.5 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.05))))
+    assert stage_lr_factor(0.1, 0.1, 0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.1)))
+    assert stage_lr_factor(1.0, 0.1, 0.1) == pytest.approx(0.1)
+    assert stage_lr_factor(0.5, 0.0, 0.2) == pytest.approx(0.6)  # no warm-up: halfway down the cosine
