@@ -1,15 +1,15 @@
 """How fast does the tiny model learn the gold rationales? A probe of the ft-rationale warm-up's settings.
 
-    python bench/warmup_probe.py                      # the default config's warm-up: h128, 4 layers, batch 8, lr 3e-3
-    python bench/warmup_probe.py --batch-size 4 --epochs 5 --every 250
+    python bench/warmup_probe.py          # the default config's warm-up: h128, 4 layers, 8 heads, batch 4, lr 3e-3
+    python bench/warmup_probe.py --num-train 2000 --epochs 5 --batch-size 8 --num-heads 4 --every 250   # the old one
 
 Trains exactly as stage 0 of ``TriPosTModule`` does (the DataModule's gold examples and length-grouped batches,
 ``bench.plain_loop``'s step: ``weighted_lm_loss``, AdamW with its parameter groups, clip 1.0; warm-up + cosine
-over the run), without Lightning, and every ``--every`` steps prints a continuous measure of progress on the 80 seen test questions of
-the default arithmetic task: the gold rationale's tokens the model gets wrong under teacher forcing (argmax !=
-gold), per question, and the questions with none wrong. A question with none wrong is one greedy decoding
-answers exactly as the gold rationale, so the second figure is greedy exact-match accuracy; the first moves long
-before it does, which is what makes settings comparable in minutes.
+over the run), without Lightning, and every ``--every`` steps prints a continuous measure of progress on the 80
+seen test questions of the default arithmetic task: the gold rationale's tokens the model gets wrong under
+teacher forcing (argmax != gold), per question, and the questions with none wrong. A question with none wrong is
+one greedy decoding answers exactly as the gold rationale, so the second figure is greedy exact-match accuracy;
+the first moves long before it does, which is what makes settings comparable in minutes.
 """
 
 from __future__ import annotations
@@ -52,18 +52,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hidden-size", type=int, default=128)
     parser.add_argument("--num-layers", type=int, default=4)
-    parser.add_argument("--num-heads", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--num-heads", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--epochs", type=float, default=5, help="the warm-up's length; the schedule spans it")
-    parser.add_argument("--every", type=int, default=125, help="steps between measurements")
+    parser.add_argument("--num-train", type=int, default=4000, help="generated training questions")
+    parser.add_argument("--epochs", type=float, default=2, help="the warm-up's length; the schedule spans it")
+    parser.add_argument("--every", type=int, default=250, help="steps between measurements")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    task = MultistepArithmetic(num_train=2000, num_test_per_combo=20, num_test_unseen_per_combo=2, seed=0)
+    task = MultistepArithmetic(num_train=args.num_train, num_test_per_combo=20, num_test_unseen_per_combo=2, seed=0)
     data = TriPosTDataModule(task=task, vocab_size=1000, batch_size=args.batch_size, log_dir=tempfile.mkdtemp())
     data.setup("fit")
     pad_id = data.tokenizer.pad_token_id
