@@ -27,7 +27,6 @@ import torch
 from transformers import LlamaForCausalLM
 
 from bench.plain_loop import adamw, train_step
-from datamodules.examples import GOLD, Example
 from datamodules.tripost import TriPosTDataModule, collate, length_grouped_batches
 from modules.common import TinyLlama, tiny_llama_config
 from modules.tripost import stage_lr_factor
@@ -68,10 +67,10 @@ def main() -> None:
     data = TriPosTDataModule(task=task, vocab_size=1000, batch_size=args.batch_size, log_dir=tempfile.mkdtemp())
     data.setup("fit")
     pad_id = data.tokenizer.pad_token_id
-    train = [e for e in map(data.encode, data.training_examples()) if len(e["input_ids"]) <= data.max_length]
+    train = data.encoded_training_examples()
     lengths = [len(e["input_ids"]) for e in train]
     seen = [q for q in task.questions("test") if q.seen]
-    test = [data.encode(Example(GOLD, task.prompt(q), task.gold_rationale(q).strip(), "", False, q.id)) for q in seen]
+    test = [data.encode(data.gold(q, with_feedback=False)) for q in seen]
 
     tiny = TinyLlama(args.hidden_size, args.num_layers, args.num_heads, 4 * args.hidden_size)
     model = LlamaForCausalLM(tiny_llama_config(tiny, data.tokenizer))

@@ -136,7 +136,7 @@ class TriPosTDataModule(LightningDataModule):
 
     def training_examples(self) -> list[Example]:
         """The current iteration's examples (before tokenisation)."""
-        gold = [self._gold(q, with_feedback=self.iteration > 0) for q in self.train_questions()]
+        gold = [self.gold(q, with_feedback=self.iteration > 0) for q in self.train_questions()]
         if self.iteration == 0:
             self.last_counts = {GOLD: len(gold)}
             return gold
@@ -152,7 +152,9 @@ class TriPosTDataModule(LightningDataModule):
             return gold
         return examples
 
-    def _gold(self, question: Question, with_feedback: bool) -> Example:
+    def gold(self, question: Question, with_feedback: bool) -> Example:
+        """The gold-rationale example of ``question``; ``with_feedback`` (TriPosT iterations) adds the "correct"
+        feedback section after it."""
         rationale = self.task.gold_rationale(question)
         if not with_feedback:  # ft-rationale stage: the rationale alone, as the reference's baseline data
             return Example(GOLD, self.task.prompt(question), rationale.strip(), "", False, question.id)
@@ -175,15 +177,19 @@ class TriPosTDataModule(LightningDataModule):
         weights = [float(self.learn_prompt)] * len(prompt) + [a] * len(answer) + [w] * len(section)
         return {"input_ids": torch.tensor(prompt + answer + section), "loss_weights": torch.tensor(weights)}
 
-    def train_dataloader(self) -> DataLoader:
-        examples = self.training_examples()
-        encoded = [self.encode(e) for e in examples]
+    def encoded_training_examples(self) -> list[dict[str, torch.Tensor]]:
+        """The current iteration's examples, encoded; those longer than ``max_length`` are dropped, with a warning."""
+        encoded = [self.encode(e) for e in self.training_examples()]
         kept = [e for e in encoded if len(e["input_ids"]) <= self.max_length]
         if len(kept) < len(encoded):
             rank_zero_warn(
                 f"dropped {len(encoded) - len(kept)} of {len(encoded)} examples longer than max_length="
                 f"{self.max_length} tokens (raise --data.init_args.max_length to keep them)"
             )
+        return kept
+
+    def train_dataloader(self) -> DataLoader:
+        kept = self.encoded_training_examples()
         rank_zero_info(f"iteration {self.iteration}: training on {self.last_counts} ({len(kept)} examples)")
         self._log_mix(len(kept))
         epoch = self.trainer.current_epoch if self.trainer is not None else 0

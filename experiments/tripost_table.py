@@ -153,7 +153,7 @@ def run_all(jobs: dict[tuple, dict], parallel: int) -> dict[tuple, list[dict]]:
     with ThreadPoolExecutor(parallel) as pool:
         futures = {key: pool.submit(run, **kwargs, threads=threads) for key, kwargs in jobs.items()}
         wait(futures.values())
-    failed = [future.exception() for future in futures.values() if future.exception() is not None]
+    failed = [error for future in futures.values() if (error := future.exception()) is not None]
     if failed:
         raise SystemExit(f"{len(failed)} of {len(jobs)} runs failed; the first: {failed[0]}")
     return {key: future.result() for key, future in futures.items()}
