@@ -19,8 +19,16 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from datamodules.examples import GOLD, IMPROVEMENT, NON_IMPROVEMENT, Example, count_kinds, gold_example
-from datamodules.examples import rebalance, split_turns
+from datamodules.examples import (
+    GOLD,
+    IMPROVEMENT,
+    NON_IMPROVEMENT,
+    Example,
+    count_kinds,
+    gold_example,
+    rebalance,
+    split_turns,
+)
 from datamodules.interaction_log import read_shard, shard_path
 from datamodules.tokenizer import load_tokenizer, task_tokenizer
 from tasks.base import Question, Task, correct_feedback

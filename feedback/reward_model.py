@@ -12,9 +12,9 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from datamodules.pit import scored_ids
-from feedback.base import Judge
 from datamodules.tokenizer import load_tokenizer
 from datamodules.tripost import collate
+from feedback.base import Judge
 from modules.pit_reward import gap_rewards
 
 

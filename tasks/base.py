@@ -16,8 +16,8 @@ import json
 import random
 import re
 from abc import ABC, abstractmethod
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # feedback.base imports this module, so only type checkers may import it back

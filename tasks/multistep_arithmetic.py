@@ -18,8 +18,16 @@ from dataclasses import dataclass, field
 
 from feedback.base import Dropped, Feedback, error_feedback
 from tasks.base import Question, Task, correct_feedback, split_steps
-from tasks.expressions import Expr, InvalidExpression, evaluate, parse_expr, reduction_steps, render, substitute
-from tasks.expressions import variables
+from tasks.expressions import (
+    Expr,
+    InvalidExpression,
+    evaluate,
+    parse_expr,
+    reduction_steps,
+    render,
+    substitute,
+    variables,
+)
 
 ANSWER_INFO = (
     " Recall that the order of operations in mathematics is as follows: (1) Parentheses, (2) exponents,"

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from jsonargparse import CLI
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForCausalLM, AutoTokenizer
-
-from jsonargparse import CLI
 
 from cli import main
 from datamodules.interaction_log import list_shards, read_shard

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+
 from datamodules.interaction_log import list_shards, read_shard
 from tests.helpers import assert_export_holds
 from tests.test_cli import REPO, tiny_args

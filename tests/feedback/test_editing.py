@@ -5,7 +5,6 @@ from feedback.editing import check_improvement, edit_traces
 from feedback.scripted import ScriptedTeacher
 from tasks.base import Question, correct_feedback
 
-
 GOLD = """(1) This equation can be written as "(A - B)", where A = (-6 * -3 * -5) and B = (2 + 4 - 1).
 (2) Let's calculate A = (-6 * -3 * -5) = ((-6 * -3) * -5) = (18 * -5) = -90.
 (3) Let's calculate B = (2 + 4 - 1) = ((2 + 4) - 1) = (6 - 1) = 5.

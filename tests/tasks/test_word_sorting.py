@@ -10,8 +10,7 @@ import pytest
 
 from feedback.base import Dropped, Feedback
 from tasks import Question, WordSorting
-from tasks.base import split_steps
-from tasks.base import REPO_ROOT
+from tasks.base import REPO_ROOT, split_steps
 from tasks.word_sorting import DEFAULT_DATA_PATH, ordinal, parse_step, solve
 
 SIOUX = ["sioux", "fortescue", "purloin", "percept", "helmsman"]
