@@ -118,6 +118,23 @@ def solve(expression: str) -> str:
     return "\n".join([f"(1) {partition_step(partition)}", *solve_from(partition, 2)])
 
 
+def multi_digit_factors(expression: str) -> int:
+    """How hard the gold rationale's hardest product is: the most factors of one multiplication, among all it
+    performs, that have two or more digits (0, 1 or 2). ``((7 * -2) * (3 + 4))`` -> 1 (``-14 * 7``).
+
+    Every operation of the question is done once, on the values of its operands, whatever the partition, so the
+    question's own tree holds them all."""
+
+    def walk(expr: Expr) -> tuple[int, int]:  # (value, hardest product so far)
+        if not isinstance(expr, tuple):
+            return evaluate(expr), 0
+        (a, hard_a), (b, hard_b) = walk(expr[0]), walk(expr[2])
+        here = (abs(a) > 9) + (abs(b) > 9) if expr[1] == "*" else 0
+        return evaluate((a, expr[1], b)), max(here, hard_a, hard_b)
+
+    return walk(parse_expr(expression))[1]
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Scripted verifier (reference §4, "Scripted FBK — multistep arithmetic")
 # --------------------------------------------------------------------------------------------------------------

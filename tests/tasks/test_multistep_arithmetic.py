@@ -11,7 +11,7 @@ from feedback.base import Dropped, Feedback
 from tasks import MultistepArithmetic, Question
 from tasks.base import split_steps
 from tasks.expressions import InvalidExpression, evaluate, parse_expr
-from tasks.multistep_arithmetic import ANSWER_INFO, BUCKETS
+from tasks.multistep_arithmetic import ANSWER_INFO, BUCKETS, multi_digit_factors
 
 # verbatim from TriPosT's data/raw/multistep_arithmetic_scripted_rationales.jsonl (records 1 and 3)
 EXAMPLE = "((7 - -1 + -1 + -4) - (-7 + 7 * 3 * -9))"
@@ -234,6 +234,18 @@ def test_huge_products_are_rejected() -> None:
     with pytest.raises(InvalidExpression):
         evaluate(parse_expr(" * ".join(["999999999"] * 40)))
     assert evaluate(parse_expr("(3 - -196) * -1")) == -199
+
+
+@pytest.mark.parametrize("expression, factors", [
+    ("((1 + 2) - (3 * 4))", 0),
+    ("((9 * 9) + (9 * 9 - -9))", 0),        # large sums do not count, only products
+    ("((7 * -2) * (3 + 4))", 1),            # -14 * 7
+    (EXAMPLE, 1),                           # 21 * -9 in step (3)
+    (DEEP, 1),                              # 0 * 10, 20 * -7, 16 * -3
+    ("((7 * -2 * 3) * (5 * 5 - 1))", 2),    # -42 * 24
+])
+def test_multi_digit_factors_of_the_hardest_product(expression: str, factors: int) -> None:
+    assert multi_digit_factors(expression) == factors
 
 
 # ------------------------------------------------------------------------------------------------ improvement
