@@ -24,3 +24,13 @@ def test_difficulty_rows_count_each_group() -> None:
         ["seen", "3", "33.3", "33.3", "33.3"],   # l3-4d222 has no questions: no row
         ["unseen", "1", "0.0", "100.0", "0.0"],
     ]
+
+
+def test_difficulty_rows_count_right_answers_per_class() -> None:
+    questions = [
+        question("((1 + 2) - (3 * 4))", "l3-4d2", True),
+        question("((1 + 2) - (3 * 5))", "l3-4d2", True),
+        question("((7 * -2 * 3) * (5 * 5 - 1))", "l3-4d2", True),
+    ]
+    rows = difficulty_rows(questions, ["l3-4d2"], correct=[True, False, True])
+    assert rows == [["l3-4d2", "3", "66.7 (1 right)", "0.0 (0 right)", "33.3 (1 right)"]]
