@@ -69,6 +69,9 @@ def main() -> None:
     parser.add_argument("--model", help="an exported hf_model/ folder: also count its right greedy answers per class")
     parser.add_argument("--max-new-tokens", type=int, default=700)
     args = parser.parse_args()
+    if args.model and not (Path(args.model) / "config.json").is_file():
+        parser.error(f"--model {args.model}: no config.json there; pass the hf_model/ folder a fit exported "
+                     "(runs/<run>/hf_model)")
     task = MultistepArithmetic(num_train=0, num_test_per_combo=args.per_combo,
                                num_test_unseen_per_combo=args.unseen_per_combo, seed=args.seed)
     questions = task.questions("test")
