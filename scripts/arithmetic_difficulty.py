@@ -48,17 +48,20 @@ def difficulty_rows(questions: list[Question], groups: list[str], correct: list[
 
 
 def greedy_correct(task: MultistepArithmetic, questions: list[Question], model_dir: str, max_new_tokens: int) -> list[bool]:
-    """Whether a trained model's greedy first attempt (an exported ``hf_model/`` folder) answers each question."""
+    """Whether a trained model's greedy first attempt (an exported ``hf_model/`` folder) answers each question,
+    prompted and parsed as ``TriPosTModule.self_improve`` does (the evaluation's "before" column)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from modules.generation import generate
+    from modules.tripost import parse_generation
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    prompts = [tokenizer(task.prompt(q), add_special_tokens=False)["input_ids"] for q in questions]
+    prompts = [tokenizer.encode(task.prompt(q), add_special_tokens=True) for q in questions]
     completions = generate(model, prompts, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                            max_new_tokens=max_new_tokens, progress="greedy attempts")
-    return [task.is_correct(q, tokenizer.decode(c.tokens)) for q, c in zip(questions, completions)]
+    attempts = [parse_generation(tokenizer.decode(c.tokens, skip_special_tokens=True))[0] for c in completions]
+    return [task.is_correct(q, attempt) for q, attempt in zip(questions, attempts)]
 
 
 def main() -> None:
