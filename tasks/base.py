@@ -52,6 +52,11 @@ class Question:
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: the BIG-bench task files shipped with the project (tasks/data/bigbench/README.md), relative to REPO_ROOT; an
+#: installed (non-editable) copy finds them too, since they are package data of ``tasks``
+BIGBENCH_DIR = "tasks/data/bigbench"
+#: a task's data path written ``hf:<dataset>/<config>`` loads a hub copy in BIG-bench's Hugging Face layout
+HUB_PREFIX = "hf:"
 
 
 def resolve_data_path(path: str) -> Path:
@@ -72,6 +77,31 @@ def read_bigbench_examples(path: Path, flag: str) -> list:
     if not isinstance(examples, list):
         raise ValueError(f'{path}: expected an object {{"examples": [...]}}')  # noqa: TRY004 - bad data, not code
     return examples
+
+
+def load_hub_rows(source: str, flag: str) -> list[tuple[str, dict]]:
+    """``(where, row)`` of every row of a hub dataset in BIG-bench's Hugging Face layout, ``source`` written
+    ``hf:<name>/<config>`` (e.g. ``hf:tasksource/bigbench/word_sorting``): the train split, then validation.
+    ``where`` locates the row for error messages; ``flag`` is the option that set ``source``."""
+    name, _, config = source.removeprefix(HUB_PREFIX).rpartition("/")
+    if not source.startswith(HUB_PREFIX) or not name or not config:
+        raise ValueError(f"{source}: expected {HUB_PREFIX}<dataset name>/<config> ({flag})")
+    from datasets import load_dataset  # only for hub sources: importing datasets costs seconds
+
+    rows = []
+    for split in ("train", "validation"):
+        try:
+            data = load_dataset(name, config, split=split)
+        except Exception as error:  # noqa: BLE001 - datasets raises many types; all mean "cannot load this source"
+            raise FileNotFoundError(f"cannot load {source} (split {split}) given by {flag}: {error}; offline, use the "
+                                    f"BIG-bench files shipped in {BIGBENCH_DIR} (the default)") from error
+        rows += [(f"{source}[{split}]:row {index}", row) for index, row in enumerate(data)]
+    return rows
+
+
+def strip_bigbench_input(text: str) -> str:
+    """Hugging Face BIG-bench inputs may start with "Q:" and end in "A:": keep the question itself."""
+    return text.strip().removesuffix("A:").strip().removeprefix("Q:").strip()
 
 
 def correct_feedback(attempt: str) -> str:

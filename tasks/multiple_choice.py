@@ -27,16 +27,23 @@ import re
 from pathlib import Path
 
 from datamodules.interaction_log import read_shard
-from tasks.base import Question, Task, read_bigbench_examples, resolve_data_path, split_steps
+from tasks.base import (
+    BIGBENCH_DIR,
+    HUB_PREFIX,
+    Question,
+    Task,
+    load_hub_rows,
+    read_bigbench_examples,
+    resolve_data_path,
+    split_steps,
+    strip_bigbench_input,
+)
 
-DEFAULT_DATA_DIR = "../shared/data/bigbench"
+DEFAULT_DATA_DIR = BIGBENCH_DIR
 _ANSWER = re.compile(r"the answer is \(([A-Z])\)")
 _STOP_WORDS = {"the", "is", "a", "an", "of", "from"}
 COLLECT_HINT = ("collect them with `python -m feedback.collect_rationales --config <the run's config>` and pass the "
                 "shard as --data.init_args.task.init_args.rationales=<path>")
-
-
-HUB_PREFIX = "hf:"
 
 
 def load_choices(path: Path | str) -> list[tuple[str, list[str], int]]:
@@ -44,7 +51,7 @@ def load_choices(path: Path | str) -> list[tuple[str, list[str], int]]:
     dataset in BIG-bench's Hugging Face layout, written ``hf:<name>/<config>`` (e.g.
     ``hf:tasksource/bigbench/date_understanding``; train and validation splits, in that order)."""
     if str(path).startswith(HUB_PREFIX):
-        return _hub_choices(str(path)[len(HUB_PREFIX) :])
+        return _hub_choices(str(path))
     path = Path(path)
     examples = read_bigbench_examples(path, "the task's data path (--data.init_args.task.init_args.data_dir / data_path)")
     rows = []
@@ -60,31 +67,15 @@ def load_choices(path: Path | str) -> list[tuple[str, list[str], int]]:
     return rows
 
 
-def _hub_choices(spec: str) -> list[tuple[str, list[str], int]]:
-    name, _, config = spec.rpartition("/")
-    if not name or not config:
-        raise ValueError(f"{HUB_PREFIX}{spec}: expected hf:<dataset name>/<config>")
-    from datasets import load_dataset  # only for hub sources: importing datasets costs seconds
-
+def _hub_choices(source: str) -> list[tuple[str, list[str], int]]:
     rows = []
-    for split in ("train", "validation"):
-        try:
-            data = load_dataset(name, config, split=split)
-        except Exception as error:  # noqa: BLE001 - datasets raises many types; all mean "cannot load this source"
-            raise FileNotFoundError(f"cannot load {HUB_PREFIX}{spec} (split {split}): {error}; offline, use the "
-                                    "BIG-bench task.json file instead") from error
-        for index, row in enumerate(data):
-            options, scores = row.get("multiple_choice_targets"), row.get("multiple_choice_scores")
-            if not (isinstance(row.get("inputs"), str) and options and scores and scores.count(1) == 1):
-                raise ValueError(f"{HUB_PREFIX}{spec}[{split}]:row {index}: expected 'inputs', "
-                                 "'multiple_choice_targets' and 'multiple_choice_scores' with exactly one 1")
-            rows.append((_strip_bigbench(row["inputs"]), list(options), scores.index(1)))
+    for where, row in load_hub_rows(source, "the task's --data.init_args.task.init_args.data_path / data_dir"):
+        options, scores = row.get("multiple_choice_targets"), row.get("multiple_choice_scores")
+        if not (isinstance(row.get("inputs"), str) and options and scores and scores.count(1) == 1):
+            raise ValueError(f"{where}: expected 'inputs', 'multiple_choice_targets' and 'multiple_choice_scores' "
+                             "with exactly one 1")
+        rows.append((strip_bigbench_input(row["inputs"]), list(options), scores.index(1)))
     return rows
-
-
-def _strip_bigbench(text: str) -> str:
-    """HF BIG-bench inputs end in "\nA:" and may carry a task prefix line: keep the question itself."""
-    return text.strip().removesuffix("A:").strip().removeprefix("Q:").strip()
 
 
 def letter(index: int) -> str:
@@ -157,8 +148,9 @@ class DateUnderstanding(MultipleChoiceTask):
     """BIG-bench date understanding (369 questions, 5–6 options).
 
     Args:
-        data_path: BIG-bench's ``date_understanding`` task.json, or ``hf:<name>/<config>`` for a hub copy in
-            BIG-bench's Hugging Face layout (e.g. ``hf:tasksource/bigbench/date_understanding``).
+        data_path: BIG-bench's ``date_understanding`` task.json (default: the copy shipped in ``tasks/data/bigbench``),
+            or ``hf:<name>/<config>`` for a hub copy in BIG-bench's Hugging Face layout (e.g.
+            ``hf:tasksource/bigbench/date_understanding``).
         rationales: the collection shard written by ``python -m feedback.collect_rationales`` (teacher rationales;
             those that chose the gold option become the gold rationales). Needed for both splits, since a
             question's bucket is the length of its rationale.
@@ -217,7 +209,10 @@ class LogicalDeduction(MultipleChoiceTask):
     """BIG-bench logical deduction with 3, 5 (seen) and 7 (unseen) objects.
 
     Args:
-        data_dir: folder with BIG-bench's ``logical_deduction_{three,five,seven}_objects.json``.
+        data_dir: folder with BIG-bench's ``logical_deduction_{three,five,seven}_objects.json`` (default: the copy
+            shipped in ``tasks/data/bigbench``), or ``hf:<name>/<config>`` for a hub copy in BIG-bench's Hugging Face
+            layout holding all three sizes (e.g. ``hf:tasksource/bigbench/logical_deduction``); there a question's
+            size is its number of options, one per object.
         rationales: the collection shard written by ``python -m feedback.collect_rationales``; training questions
             are the 3- and 5-object questions with a kept rationale. Test questions need none.
         num_test_seen: held-out 3- and 5-object test questions (half each).
@@ -231,16 +226,13 @@ class LogicalDeduction(MultipleChoiceTask):
 
     def __init__(self, data_dir: str = DEFAULT_DATA_DIR, rationales: str | None = None, num_test_seen: int = 100,
                  num_test_unseen: int = 100, seed: int = 0) -> None:
-        self.data_dir = resolve_data_path(data_dir)
+        self.data_dir = data_dir if data_dir.startswith(HUB_PREFIX) else resolve_data_path(data_dir)
         rng = random.Random(f"{self.name}/{seed}")
         by_size: dict[int, list[Question]] = {}
-        for size, word in self._FILES.items():
-            path = self.data_dir / f"logical_deduction_{word}_objects.json"
-            data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-            prefix = " ".join(data.get("task_prefix", "").split())
+        for size, (prefix, rows) in self._load(self.data_dir).items():
             by_size[size] = [self._make_question(f"ld{size}-{i:04d}", f"{prefix} {text}".strip(), options, gold,
                                                  f"{size} objects", size != 7, rng)
-                             for i, (text, options, gold) in enumerate(load_choices(path))]
+                             for i, (text, options, gold) in enumerate(rows)]
             rng.shuffle(by_size[size])
         half = num_test_seen // 2
         if half > len(by_size[3]) or num_test_seen - half > len(by_size[5]) or num_test_unseen > len(by_size[7]):
@@ -249,6 +241,22 @@ class LogicalDeduction(MultipleChoiceTask):
                             key=lambda q: q.id)
         self._pool = sorted(by_size[3][half:] + by_size[5][num_test_seen - half :], key=lambda q: q.id)
         self._rationales = self._load_rationales(rationales)
+
+    def _load(self, data_dir: Path | str) -> dict[int, tuple[str, list[tuple[str, list[str], int]]]]:
+        """``{objects: (task prefix, rows)}`` for 3, 5 and 7 objects, from the three files or one hub copy."""
+        if isinstance(data_dir, str):  # hub: BIG-bench's HF layout folds the prefix into the inputs
+            rows = load_choices(data_dir)
+            sizes = {len(options) for _, options, _ in rows}
+            if not sizes <= set(self._FILES):
+                raise ValueError(f"{data_dir}: expected 3, 5 or 7 options per question (one per object), found "
+                                 f"{sorted(sizes - set(self._FILES))} (--data.init_args.task.init_args.data_dir)")
+            return {size: ("", [row for row in rows if len(row[1]) == size]) for size in self._FILES}
+        loaded = {}
+        for size, word in self._FILES.items():
+            path = data_dir / f"logical_deduction_{word}_objects.json"
+            data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+            loaded[size] = (" ".join(data.get("task_prefix", "").split()), load_choices(path))
+        return loaded
 
     def questions(self, split: str) -> list[Question]:
         if split == "test":

@@ -30,9 +30,20 @@ from itertools import pairwise
 from pathlib import Path
 
 from feedback.base import Dropped, Feedback, error_feedback
-from tasks.base import Question, Task, correct_feedback, read_bigbench_examples, resolve_data_path, split_steps
+from tasks.base import (
+    BIGBENCH_DIR,
+    HUB_PREFIX,
+    Question,
+    Task,
+    correct_feedback,
+    load_hub_rows,
+    read_bigbench_examples,
+    resolve_data_path,
+    split_steps,
+    strip_bigbench_input,
+)
 
-DEFAULT_DATA_PATH = "../shared/data/bigbench/word_sorting.json"
+DEFAULT_DATA_PATH = f"{BIGBENCH_DIR}/word_sorting.json"
 BUCKETS = ["2-3", "4-7", "8-10", "11-15", "16+"]
 SEEN_BUCKETS = BUCKETS[:2]
 MAX_SEEN_WORDS = 7
@@ -449,19 +460,33 @@ def question_words(question: Question) -> list[str]:
     return match.group(1).split()
 
 
-def load_examples(path: Path) -> list[tuple[int, list[str]]]:
-    """``(index, words)`` of every BIG-bench example, checked: the target must be the input sorted."""
-    examples = read_bigbench_examples(path, "task.init_args.data_path to BIG-bench's word_sorting task.json")
+def load_examples(source: Path | str) -> list[tuple[int, list[str]]]:
+    """``(index, words)`` of every BIG-bench example, checked: the target must be the input sorted. ``source`` is
+    a task.json or ``hf:<name>/<config>`` (BIG-bench's Hugging Face layout: ``inputs``, ``targets``)."""
+    flag = "--data.init_args.task.init_args.data_path"
+    if isinstance(source, str):
+        pairs = []
+        for where, row in load_hub_rows(source, flag):
+            targets = row.get("targets")
+            if not (isinstance(row.get("inputs"), str) and isinstance(targets, list) and targets
+                    and isinstance(targets[0], str)):
+                raise ValueError(f"{where}: expected string 'inputs' and a non-empty 'targets' list")
+            text = strip_bigbench_input(row["inputs"])
+            # "Sort the following words alphabetically: List: b a\nSorted:" -> "b a"
+            words = text.split("List:", 1)[1].splitlines()[0] if "List:" in text else text
+            pairs.append((where, words, targets[0]))
+    else:
+        examples = read_bigbench_examples(source, f"{flag} to BIG-bench's word_sorting task.json")
+        pairs = [(f"{source}:{index}", example.get("input") if isinstance(example, dict) else None,
+                  example.get("target") if isinstance(example, dict) else None) for index, example in enumerate(examples)]
     rows = []
-    for index, example in enumerate(examples):
-        where = f"{path}:{index}"
-        if not (isinstance(example, dict) and isinstance(example.get("input"), str)
-                and isinstance(example.get("target"), str)):
+    for index, (where, text, target) in enumerate(pairs):
+        if not (isinstance(text, str) and isinstance(target, str)):
             raise ValueError(f"{where}: expected an object with string 'input' and 'target'")  # noqa: TRY004
-        words = example["input"].split()
+        words = text.split()
         if not words or any('"' in word for word in words):
             raise ValueError(f"{where}: expected a non-empty list of words without '\"'")
-        if example["target"].split() != sorted(words):
+        if target.split() != sorted(words):
             raise ValueError(f"{where}: the target is not the input words in sorted order")
         rows.append((index, words))
     return rows
@@ -474,7 +499,9 @@ class WordSorting(Task):
     sizes are TriPosT's: 473 training lists (its 433 train + 40 validation), 127 seen and 252 unseen test lists.
 
     Args:
-        data_path: BIG-bench's ``word_sorting`` task.json; a relative path is resolved from the repository root.
+        data_path: BIG-bench's ``word_sorting`` task.json (default: the copy shipped in ``tasks/data/bigbench``; a
+            relative path is resolved from the repository root), or ``hf:<name>/<config>`` for a hub copy in
+            BIG-bench's Hugging Face layout (e.g. ``hf:tasksource/bigbench/word_sorting``; train, then validation).
         num_train: training lists, drawn from the seen (<= 7 words) examples.
         num_test_seen: seen test lists, disjoint from the training lists.
         num_test_unseen: unseen (8+ words) test lists.
@@ -485,7 +512,7 @@ class WordSorting(Task):
 
     def __init__(self, data_path: str = DEFAULT_DATA_PATH, num_train: int = 473, num_test_seen: int = 127,
                  num_test_unseen: int = 252, seed: int = 0) -> None:
-        self.data_path = resolve_data_path(data_path)
+        self.data_path = data_path if data_path.startswith(HUB_PREFIX) else resolve_data_path(data_path)
         rows = load_examples(self.data_path)
         seen = [row for row in rows if len(row[1]) <= MAX_SEEN_WORDS]
         unseen = [row for row in rows if len(row[1]) > MAX_SEEN_WORDS]

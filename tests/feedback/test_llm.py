@@ -69,11 +69,8 @@ def test_improvements_keep_the_prefix_and_stop_at_the_final_response():
 
 
 def test_improve_renders_the_packaged_prompt_and_counts_off_format(tmp_path):
-    from tasks.base import resolve_data_path
-    from tasks.multiple_choice import DEFAULT_DATA_DIR, DateUnderstanding
+    from tasks.multiple_choice import DateUnderstanding
 
-    if not (resolve_data_path(DEFAULT_DATA_DIR) / "date_understanding.json").is_file():
-        pytest.skip("BIG-bench data not available")
     task = DateUnderstanding()
     question = task.pool()[0]
     feedback = parse_feedback_table(' (2)\nError segment: "One week ago from today is Jan 14, 2011"\nError reason: r', ATTEMPT)

@@ -152,3 +152,39 @@ def test_a_hub_copy_in_bigbench_layout_loads_through_datasets(monkeypatch):
     splits["train"][0]["multiple_choice_scores"] = [0, 0]
     with pytest.raises(ValueError, match=r"\[train\]:row 0: expected 'inputs'"):
         DateUnderstanding(data_path="hf:tasksource/bigbench/date_understanding")
+
+
+def test_logical_deduction_from_a_hub_copy_sizes_questions_by_their_options(monkeypatch):
+    import datasets
+
+    def row(size, i):
+        names = [f"o{k}" for k in range(size)]
+        return {"inputs": f"Q: The following paragraphs each describe a set of {size} objects. Puzzle {i}.\nA:",
+                "multiple_choice_targets": [f"The {n} is the leftmost." for n in names],
+                "multiple_choice_scores": [int(j == i % size) for j in range(size)]}
+
+    # the HF layout mixes all three sizes in one config and splits each into train / validation
+    splits = {"train": [row(size, i) for size in (7, 3, 5) for i in range(3)],
+              "validation": [row(size, i) for size in (3, 5, 7) for i in range(3, 5)]}
+    calls = []
+
+    def fake_load_dataset(name, config, split):
+        calls.append((name, config, split))
+        return datasets.Dataset.from_list(splits[split])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    task = LogicalDeduction(data_dir="hf:tasksource/bigbench/logical_deduction", num_test_seen=2, num_test_unseen=4)
+    assert calls == [("tasksource/bigbench", "logical_deduction", "train"),
+                     ("tasksource/bigbench", "logical_deduction", "validation")]
+    test = task.questions("test")
+    # 5 puzzles per size: 1 + 1 seen and 4 of the 5 seven-object puzzles held out; the other 4 + 4 are the pool
+    assert sorted(q.bucket for q in test) == ["3 objects", "5 objects"] + ["7 objects"] * 4
+    assert {q.id for q in test if q.bucket == "7 objects"} < {f"ld7-{i:04d}" for i in range(5)}
+    assert sorted(q.bucket for q in task.pool()) == ["3 objects"] * 4 + ["5 objects"] * 4
+    q = next(q for q in test if q.bucket == "3 objects")
+    assert q.question.startswith("The following paragraphs each describe a set of 3 objects. Puzzle ")
+    assert q.question.count("\n(") == 3  # three options, one per object
+    splits["validation"].append({**row(3, 9), "multiple_choice_targets": ["a", "b", "c", "d"],
+                                 "multiple_choice_scores": [1, 0, 0, 0]})
+    with pytest.raises(ValueError, match=r"expected 3, 5 or 7 options per question.*found \[4\].*data_dir"):
+        LogicalDeduction(data_dir="hf:tasksource/bigbench/logical_deduction")

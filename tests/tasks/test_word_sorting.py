@@ -38,9 +38,6 @@ PURLOIN_RATIONALE = """\
 (4) Hence, we have "percept" < "purcell" < "purloin".
 (Final response) So the answer is: percept purcell purloin."""
 
-needs_data = pytest.mark.skipif(not (REPO_ROOT / DEFAULT_DATA_PATH).is_file(), reason="BIG-bench word_sorting data absent")
-
-
 def question(words: list[str]) -> Question:
     return Question("q", "Sort the following words alphabetically:\nList: " + " ".join(words), " ".join(sorted(words)),
                     "4-7", True)
@@ -132,7 +129,6 @@ def test_ordinals() -> None:
 # ------------------------------------------------------------------------------------------------ data
 
 
-@needs_data
 def test_bigbench_splits() -> None:
     task = WordSorting()
     train, test = task.questions("train"), task.questions("test")
@@ -149,10 +145,53 @@ def test_bigbench_splits() -> None:
     assert q.question.startswith("Sort the following words alphabetically:\nList: ")
 
 
-@needs_data
 def test_data_path_can_be_relative_or_absolute() -> None:
     absolute = WordSorting(str(REPO_ROOT / DEFAULT_DATA_PATH))
     assert absolute.questions("test") == WordSorting(DEFAULT_DATA_PATH).questions("test")
+
+
+def test_the_data_ships_with_the_project_as_package_data() -> None:
+    assert DEFAULT_DATA_PATH == "tasks/data/bigbench/word_sorting.json"
+    assert WordSorting().data_path == REPO_ROOT / "tasks" / "data" / "bigbench" / "word_sorting.json"
+
+
+def test_a_hub_copy_in_bigbench_layout_loads_through_datasets(monkeypatch) -> None:
+    import datasets
+
+    splits = {"train": [{"inputs": "Sort the following words alphabetically: List: pear apple\nSorted:",
+                         "targets": ["apple pear"]},
+                        {"inputs": "Sort the following words alphabetically: List: h g f e d c b a",
+                         "targets": ["a b c d e f g h"]}],
+              "validation": [{"inputs": "Q: Sort the following words alphabetically: List: fig date cherry\nA:",
+                              "targets": ["cherry date fig"]}]}
+    calls = []
+
+    def fake_load_dataset(name, config, split):
+        calls.append((name, config, split))
+        return datasets.Dataset.from_list(splits[split])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    task = WordSorting("hf:tasksource/bigbench/word_sorting", num_train=1, num_test_seen=1, num_test_unseen=1)
+    assert calls == [("tasksource/bigbench", "word_sorting", "train"),
+                     ("tasksource/bigbench", "word_sorting", "validation")]
+    questions = task.questions("train") + task.questions("test")
+    assert sorted((q.id, q.answer, q.seen) for q in questions) == [
+        ("ws-0000", "apple pear", True), ("ws-0001", "a b c d e f g h", False), ("ws-0002", "cherry date fig", True)]
+    splits["validation"][0]["targets"] = ["fig date cherry"]
+    with pytest.raises(ValueError, match=r"word_sorting\[validation\]:row 0: the target is not the input words"):
+        WordSorting("hf:tasksource/bigbench/word_sorting", num_train=1, num_test_seen=1, num_test_unseen=1)
+
+
+def test_an_unreachable_hub_copy_names_the_flag_and_the_offline_default(monkeypatch) -> None:
+    import datasets
+
+    def offline(name, config, split):
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(FileNotFoundError, match=r"cannot load hf:someone/bb/ws \(split train\) given by "
+                                                r"--data\.init_args\.task\.init_args\.data_path: offline.*tasks/data/bigbench"):
+        WordSorting("hf:someone/bb/ws")
 
 
 def test_missing_file_names_the_path_and_the_config_key(tmp_path: Path) -> None:
