@@ -185,12 +185,17 @@ class TriPosTModule(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _lr_factor(self) -> float:
-        """Warm-up then cosine decay inside the current stage, from the trainer's position (so resume is exact)."""
+        """Warm-up then cosine decay inside the current stage, for the batch trained next, from the trainer's
+        position (so resume is exact). The scheduler steps after each batch, so after an epoch's last batch the
+        next batch opens the next epoch, and perhaps a new stage with its own warm-up and peak."""
         if self._trainer is None:  # LambdaLR evaluates the factor once when it is built
             return 0.0
-        stage, position, length = self.stage_of(self.trainer.current_epoch)
+        epoch = self.trainer.current_epoch
         batches = self.trainer.num_training_batches  # inf or 0 before the epoch's dataloader exists
         step_in_epoch = self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        if 0 < batches < float("inf") and step_in_epoch >= batches:
+            epoch, step_in_epoch = epoch + 1, 0
+        stage, position, length = self.stage_of(epoch)
         fraction = step_in_epoch / batches if 0 < batches < float("inf") else 0.0
         progress = min((position + fraction) / length, 1.0)
         peak = self.hparams.lr if stage == 0 or self.hparams.iteration_lr is None else self.hparams.iteration_lr

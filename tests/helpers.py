@@ -51,3 +51,32 @@ def assert_export_holds(folder, sums: dict[str, float]) -> None:
     assert len(trained) >= 10 and set(trained) <= set(exported), sorted(set(trained) - set(exported))
     wrong = [n for n, v in trained.items() if abs(float(exported[n].double().sum()) - v) > 1e-6]
     assert not wrong, f"exported weights differ from the trained ones: {wrong}"
+
+
+class CrashAtBatch(Callback):
+    """Simulates a run killed mid-epoch: raises when batch ``batch`` of epoch ``epoch`` starts."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            raise SystemExit(f"simulated kill at batch {self.batch} of epoch {self.epoch}")
+
+
+class LearningRates(Callback):
+    """Writes ``[epoch, batch_idx, batches in the epoch, learning rate the batch is trained with]`` for every
+    training batch to ``{path}`` (JSON) at fit end."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.rows = path, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        self.rows.append([trainer.current_epoch, batch_idx, trainer.num_training_batches, lr])
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        import json
+        from pathlib import Path
+
+        Path(self.path).write_text(json.dumps(self.rows))

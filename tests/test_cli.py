@@ -2,6 +2,9 @@
 
 import json
 import logging
+import math
+import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -81,7 +84,12 @@ def test_tiny_fit_writes_shards_scalars_table_and_export(tmp_path, caplog):
     assert sorted(shards) == [1, 2]  # one shard per iteration; none after the last
     episodes = read_shard(shards[1])
     assert len(episodes) == 12 and {e.iteration for e in episodes} == {1}
-    assert all(e.outcome in ("correct", "improved", "feedback_only", "failed", "dropped") for e in episodes)
+    for episode in episodes:  # the policy's own attempt, judged: after one epoch it writes no numbered steps yet
+        attempt = episode.turns[0]
+        assert (attempt.role, attempt.by) == ("attempt", "policy")
+        if not any(re.match(r"\(\d+\)", line.strip()) for line in attempt.text.splitlines()):
+            assert (episode.outcome, episode.reason) == (
+                "dropped", "teacher feedback: unverifiable attempt: the attempt has no numbered steps"), episode
 
     events = EventAccumulator(str(run)).Reload()
     scalars = set(events.Tags()["scalars"])
@@ -90,7 +98,13 @@ def test_tiny_fit_writes_shards_scalars_table_and_export(tmp_path, caplog):
         assert tag in scalars, sorted(scalars)
     assert len(events.Scalars("eval/before/total")) == 3  # warm-up and two iterations
     assert [s.value for s in events.Scalars("data/examples_total")][0] == 12  # the warm-up trains on 12 gold rationales
-    assert all(0.0 <= s.value <= 100.0 for s in events.Scalars("eval/after/seen"))
+    table = json.loads((run / "eval_table.json").read_text())
+    assert [row["stage"] for row in table] == [0, 1, 2]
+    for tag in ("before/total", "after/seen", "self_check/no_feedback"):  # TensorBoard shows the table's numbers
+        assert [s.value for s in events.Scalars(f"eval/{tag}")] == pytest.approx([row[tag] for row in table]), tag
+    outcomes = Counter(e.outcome for e in episodes)
+    for outcome in ("correct", "improved", "feedback_only", "failed", "dropped"):  # and the shard's outcome counts
+        assert events.Scalars(f"rollouts/{outcome}")[0].value == outcomes[outcome], outcome
     assert "eval/samples/text_summary" in events.Tags()["tensors"]
 
     assert "Final accuracy (%)" in caplog.text and "TriPosT t=2" in caplog.text and "ft rationale" in caplog.text
@@ -126,6 +140,51 @@ def test_killed_run_resumes_at_the_right_iteration(tmp_path):
     eval_state = next(v for k, v in final["callbacks"].items() if "SelfImproveEval" in k)
     assert [row["stage"] for row in eval_state["rows"]] == [0, 1, 2]
     assert json.loads((run / "interaction_logs/iter_002.jsonl").read_text().splitlines()[0])["iteration"] == 2
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path):
+    main(tiny_args(tmp_path / "whole", 3))
+    killed = tmp_path / "killed"
+    # epochs: 0 = warm-up, 1-2 = iteration 1; killed inside epoch 2, so it resumes from epoch 1's checkpoint
+    with pytest.raises(SystemExit, match="simulated kill at batch 1 of epoch 2"):
+        main(tiny_args(killed, 3, "--trainer.callbacks+=tests.helpers.CrashAtBatch", "--trainer.callbacks.epoch=2",
+                       "--trainer.callbacks.batch=1"))
+    assert torch.load(killed / "checkpoints/last.ckpt", weights_only=False)["epoch"] == 1
+    main(tiny_args(killed, 3, "--ckpt_path=last"))
+    whole = torch.load(tmp_path / "whole/checkpoints/last.ckpt", weights_only=False)
+    resumed = torch.load(killed / "checkpoints/last.ckpt", weights_only=False)
+    assert resumed["global_step"] == whole["global_step"]
+    assert resumed["state_dict"].keys() == whole["state_dict"].keys()
+    differences = {name: (resumed["state_dict"][name] - value).abs().max().item()
+                   for name, value in whole["state_dict"].items()}
+    assert max(differences.values()) <= 1e-6, differences
+    assert (killed / "interaction_logs/iter_001.jsonl").read_bytes() == (tmp_path / "whole/interaction_logs/iter_001.jsonl").read_bytes()
+
+
+@pytest.mark.slow
+def test_the_trainer_drives_each_stages_warm_up_and_cosine_at_its_own_peak(tmp_path):
+    rates = tmp_path / "lr.json"
+    main(tiny_args(tmp_path / "run", 3, "--model.init_args.lr=1e-2", "--model.init_args.iteration_lr=4e-3",
+                   "--model.init_args.warmup_ratio=0.5", "--model.init_args.min_lr_ratio=0.0",
+                   "--trainer.callbacks+=tests.helpers.LearningRates", f"--trainer.callbacks.path={rates}"))
+    rows = json.loads(rates.read_text())  # [epoch, batch, batches in the epoch, lr]
+    # warm-up stage (epoch 0): 12 gold rationales in batches of 4 = 3 batches; at batch k the progress is p = k/3,
+    # the factor max(min(1, p / 0.5), 1e-3) * 0.5 * (1 + cos(pi p)) of lr = 1e-2:
+    #   k=0: 1e-3 * 1 = 1e-3 -> 1e-5;  k=1: (2/3) * 0.5 * (1 + 0.5) = 0.5 -> 5e-3;  k=2: 1 * 0.5 * (1 - 0.5) = 0.25 -> 2.5e-3
+    assert [row[:3] for row in rows if row[0] == 0] == [[0, 0, 3], [0, 1, 3], [0, 2, 3]]
+    assert [row[3] for row in rows if row[0] == 0] == pytest.approx([1e-5, 5e-3, 2.5e-3])
+    # iteration 1 (epochs 1-2, n batches each) at its own peak 4e-3, warming up again from 1e-3 of it:
+    # epoch 1 batch k: p = k / 2n, factor (k/n) * 0.5 * (1 + cos(pi p)); epoch 2 batch k: p = 1/2 + k / 2n, factor
+    # 0.5 * (1 + cos(pi p)). Their first batches: 4e-3 * 1e-3 = 4e-6 and 4e-3 * 0.5 = 2e-3.
+    first, second = ([row for row in rows if row[0] == epoch] for epoch in (1, 2))
+    n = first[0][2]
+    assert n >= 2 and [row[1] for row in first] == [row[1] for row in second] == list(range(n))
+    assert first[0][3] == pytest.approx(4e-6) and second[0][3] == pytest.approx(2e-3)
+    assert [row[3] for row in first] == pytest.approx(
+        [4e-3 * max(k / n, 1e-3) * 0.5 * (1 + math.cos(math.pi * k / (2 * n))) for k in range(n)])
+    assert [row[3] for row in second] == pytest.approx(
+        [4e-3 * 0.5 * (1 + math.cos(math.pi * (0.5 + k / (2 * n)))) for k in range(n)])
 
 
 @pytest.fixture

@@ -1,4 +1,3 @@
-import math
 from types import SimpleNamespace
 
 import pytest
@@ -81,7 +80,9 @@ def test_self_improve_loop_reprompts_with_the_latest_attempt(monkeypatch):
 
 def test_stage_lr_factor_warms_up_then_decays_to_the_floor():
     assert stage_lr_factor(0.0, 0.1, 0.1) == pytest.approx(1e-3)  # never 0: the first step still moves
-    assert stage_lr_factor(0.05, 0.1, 0.1) == pytest.approx(0.5 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.05))))
-    assert stage_lr_factor(0.1, 0.1, 0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.1)))
+    # halfway through the warm-up: 0.5 * (0.1 + 0.9 * 0.5 * (1 + cos 9°)), cos 9° = 0.987688 -> 0.5 * 0.994460
+    assert stage_lr_factor(0.05, 0.1, 0.1) == pytest.approx(0.497230, abs=1e-6)
+    # warm-up done, the cosine 18° in: 0.1 + 0.9 * 0.5 * (1 + cos 18°), cos 18° = 0.951057 -> 0.977975
+    assert stage_lr_factor(0.1, 0.1, 0.1) == pytest.approx(0.977975, abs=1e-6)
     assert stage_lr_factor(1.0, 0.1, 0.1) == pytest.approx(0.1)
     assert stage_lr_factor(0.5, 0.0, 0.2) == pytest.approx(0.6)  # no warm-up: halfway down the cosine
