@@ -1,8 +1,11 @@
 """Batched sampling with the KV cache, shared by rollouts and evaluation (TriPosT and PIT).
 
-A thin layer over ``model.generate``: left padding, an explicit ``GenerationConfig`` (so a checkpoint's own
-generation settings never change what the config asked for: the reference code's rollouts silently ran greedy,
-see reference §10.1), pure temperature sampling (``top_k=0, top_p=1``), and prompts grouped by length.
+A thin layer over ``model.generate``: left padding, an explicit ``GenerationConfig``, pure temperature sampling
+(``top_k=0, top_p=1``), and prompts grouped by length. A checkpoint's own generation settings never change what
+the config asked for (the reference code's rollouts silently ran greedy, see reference §10.1): transformers fills
+every field we leave unset from ``model.generation_config`` (5.x: any None field, so a chat model's
+``repetition_penalty`` or ``min_p`` leaks in; 4.50-4.57: even explicit default-looking values such as
+``do_sample=False``), so the model's config is swapped for a neutral one while we generate.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ def generate(
     results: list[Completion | None] = [None] * len(prompts)
     was_training = model.training
     model.eval()
+    own_config, model.generation_config = model.generation_config, GenerationConfig(eos_token_id=eos_token_id,
+                                                                                    pad_token_id=pad_token_id)
     bar = tqdm(total=len(prompts), desc=progress, leave=False, disable=progress is None)
     try:
         for start in range(0, len(order), batch_size):
@@ -63,6 +68,7 @@ def generate(
             bar.update(len(chunk))
     finally:
         bar.close()
+        model.generation_config = own_config
         model.train(was_training)
     return results  # type: ignore[return-value]
 

@@ -51,3 +51,44 @@ def test_temperature_zero_is_greedy_and_deterministic(model):
     model.generation_config.do_sample = True  # a checkpoint's own settings must not turn greedy into sampling
     model.generation_config.temperature = 5.0
     assert generate(model, prompt, eos_token_id=EOS, pad_token_id=PAD, max_new_tokens=5) == runs[0]
+
+
+def greedy_by_hand(model, prompt, steps):
+    """Argmax decoding with plain forward passes: what greedy means, whatever the checkpoint's settings."""
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(steps):
+            token = int(model(torch.tensor([ids])).logits[0, -1].argmax())
+            if token == EOS:
+                return ids[len(prompt) :], True
+            ids.append(token)
+    return ids[len(prompt) :], False
+
+
+@pytest.fixture
+def opinionated_model(model):
+    """The model with a chat checkpoint's generation_config (Qwen2.5-Instruct's kind, plus an n-gram ban)."""
+    saved = model.generation_config
+    model.generation_config = saved.__class__(do_sample=True, temperature=0.6, top_p=0.9, top_k=20,
+                                              repetition_penalty=1.3, no_repeat_ngram_size=1, min_p=0.2,
+                                              eos_token_id=EOS, pad_token_id=PAD)
+    yield model
+    model.generation_config = saved
+
+
+def test_a_checkpoints_generation_config_changes_neither_greedy_nor_sampling(opinionated_model):
+    model = opinionated_model
+    prompts = [[3, 4, 5], [4], [7, 7, 6], [5, 3]]
+    greedy = generate(model, prompts, eos_token_id=EOS, pad_token_id=PAD, max_new_tokens=8)
+    expected = [greedy_by_hand(model, p, 8) for p in prompts]
+    assert [(c.tokens, c.stopped) for c in greedy] == expected
+    assert any(len(set(tokens)) < len(tokens) for tokens, _ in expected)  # a repeat the checkpoint's ban would block
+    prompt = [3, 4, 5]
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.tensor([prompt])).logits[0, -1], dim=-1)  # temperature 1, no top-k/p
+    torch.manual_seed(2)
+    samples = generate(model, [prompt] * 3000, eos_token_id=EOS, pad_token_id=PAD, max_new_tokens=1, temperature=1.0,
+                       batch_size=1000)
+    observed = torch.bincount(torch.tensor([c.tokens[0] if c.tokens else EOS for c in samples]), minlength=8) / 3000
+    assert torch.allclose(observed, expected, atol=0.03), (observed, expected)
+    assert model.generation_config.temperature == 0.6  # the checkpoint's own config is left as it was
