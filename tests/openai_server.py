@@ -2,7 +2,10 @@
 
 ``answer(prompt) -> str`` writes the completion; ``faults`` is a queue of what the next requests get instead
 (``429`` with Retry-After, ``500``, a ``hang`` past the client's timeout, ``malformed`` JSON), consumed one per
-request. Every request is recorded with its start/end time and headers, so tests can measure overlap.
+request. Every request is recorded with its start/end time and headers, so tests can measure overlap. Overlap is
+made certain, not left to timing: with ``gate`` set, every request waits until ``gate`` requests have arrived (at
+most ``gate_s`` seconds, after which the gate stays open); a ``hang`` lasts until ``release`` is set (at most
+``hang_s``), so a test can see it still in flight after the client moved on.
 """
 
 from __future__ import annotations
@@ -30,10 +33,15 @@ class FakeOpenAI:
     latency: float = 0.0
     faults: list[str] = field(default_factory=list)
     hang_s: float = 3.0
+    gate: int = 0
+    gate_s: float = 5.0
     records: list[Record] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._arrived = 0
+        self._gate_open = threading.Event()
+        self.release = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -46,6 +54,11 @@ class FakeOpenAI:
                 with server._lock:
                     server.records.append(record)
                     fault = server.faults.pop(0) if server.faults else None
+                    server._arrived += 1
+                    if server._arrived >= server.gate:
+                        server._gate_open.set()
+                if not server._gate_open.wait(server.gate_s):
+                    server._gate_open.set()  # a client that never fills the gate waits once, not on every request
                 try:
                     server._reply(self, body, fault)
                 finally:
@@ -61,12 +74,13 @@ class FakeOpenAI:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
     def close(self) -> None:
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
     def _reply(self, handler: BaseHTTPRequestHandler, body: dict, fault: str | None) -> None:
         if fault == "hang":
-            time.sleep(self.hang_s)
+            self.release.wait(self.hang_s)
             return _send(handler, 200, b'{"choices": []}')
         if fault is not None and fault.startswith("429"):
             return _send(handler, 429, b'{"error": "rate limited"}', {"Retry-After": fault.partition(":")[2] or "0.2"})

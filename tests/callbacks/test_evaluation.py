@@ -1,11 +1,14 @@
 """The evaluation's numbers, checked against hand counts: accuracy per bucket and how well the model judges its own
 first attempt."""
 
+import json
+from types import SimpleNamespace
+
 import pytest
 
-from callbacks.evaluation import accuracy_by_group, self_check, token_budget_warnings
-from datamodules.examples import updated_header
-from tasks.base import Question, correct_feedback
+from callbacks.evaluation import SelfImproveEval, accuracy_by_group, self_check, token_budget_warnings
+from modules.tripost import Trace
+from tasks.base import Question
 
 CORRECT = "Step (1) to step (3) are correct. The final response is also correct."
 ERROR = 'Step (1) is correct. In step (2) the part "7" is incorrect. This is because 3 + 5 is 8.'
@@ -36,21 +39,105 @@ def test_accuracy_by_group_per_bucket_seen_unseen_and_total():
         "before/unseen": 0.0})
 
 
-def test_token_budget_warns_about_cut_off_answers_and_no_room_to_revise(ma_task, ma_tokenizer):
-    questions = ma_task.questions("test")
-    def n(text):
-        return len(ma_tokenizer.encode(text, add_special_tokens=False))
-    gold = [ma_task.gold_rationale(q).strip() for q in questions]
-    lengths = [n(r) for r in gold]
-    # attempt, then feedback ("correct", the shortest) and an updated answer as long as the attempt
-    needed = [n(f"{r}\nFeedback: {correct_feedback(r)}\n{updated_header(ma_task.prompt(q))}\n{r}")
-              for q, r in zip(questions, gold)]
-    assert token_budget_warnings(ma_task, ma_tokenizer, questions, max(needed)) == []
-    (revise,) = token_budget_warnings(ma_task, ma_tokenizer, questions, max(lengths))  # attempts fit, updates do not all
-    assert f"for {sum(x > max(lengths) for x in needed)} of {len(questions)} test questions" in revise
-    assert f"at least {max(needed)} fits them all" in revise
-    cut, _ = token_budget_warnings(ma_task, ma_tokenizer, questions, min(lengths) - 1)
-    seen = sum(q.seen for q in questions)
-    assert cut.startswith(f"max_new_tokens={min(lengths) - 1}: {len(questions)} of {len(questions)} test questions "
-                          f"({seen} seen) have gold answers longer than that (up to {max(lengths)} tokens)")
-    assert cut.endswith("raise --model.init_args.max_new_tokens")
+class WordTokenizer:
+    """One token per whitespace-separated word, so lengths can be counted by eye."""
+
+    def encode(self, text, add_special_tokens=False):
+        return text.split()
+
+
+def test_token_budget_warns_about_cut_off_answers_and_no_room_to_revise():
+    prompt = "Q: x\nAnswer: Let's think step by step.\n"  # "Updated Answer: Let's think step by step." is 7 words
+    rationales = {
+        "a": "(1) 1 + 2 = 3.\n(Final response) So the answer is 3.",  # 6 + 7 = 13 words
+        "b": "(1) 2 * 3 = 6.\n(2) 6 + 1 = 7.\n(Final response) So the answer is 7.",  # 6 + 6 + 7 = 19 words
+        "c": "(Final response) So the answer is 5.",  # 7 words
+    }
+    task = SimpleNamespace(prompt=lambda q: prompt, gold_rationale=lambda q: rationales[q.id])
+    questions = [Question("a", "x", "3", "b1", True), Question("b", "x", "7", "b2", False),
+                 Question("c", "x", "5", "b1", True)]
+    # attempt + "Feedback:" (1) + "Step (1) to step (k) are correct. The final response is also correct." (13)
+    # + updated header (7) + the rationale again: a 13+1+13+7+13 = 47, b 19+1+13+7+19 = 59, c 7+1+13+7+7 = 35
+    tok = WordTokenizer()
+    assert token_budget_warnings(task, tok, questions, 59) == []  # 59 fits b exactly
+    (revise,) = token_budget_warnings(task, tok, questions, 58)  # only b (59) does not fit
+    assert revise.startswith("max_new_tokens=58: for 1 of 3 test questions an attempt, its feedback and an updated")
+    assert revise.endswith("raise --model.init_args.max_new_tokens (at least 59 fits them all)")
+    (revise,) = token_budget_warnings(task, tok, questions, 19)  # b's attempt (19) still fits; no update does
+    assert "for 3 of 3 test questions" in revise
+    cut, revise = token_budget_warnings(task, tok, questions, 12)  # a (13, seen) and b (19, unseen) are cut
+    assert cut == ("max_new_tokens=12: 2 of 3 test questions (1 seen) have gold answers longer than that (up to 19 "
+                   "tokens), so attempts at them are cut off before their final response and count as wrong; "
+                   "raise --model.init_args.max_new_tokens")
+    assert "for 3 of 3 test questions" in revise and "at least 59 fits them all" in revise
+
+
+def slipped(task, question):
+    """The gold rationale with its last equation and final answer off by 3: a wrong attempt."""
+    lines = task.gold_rationale(question).splitlines()
+    answer = int(question.answer) + 3
+    lines[-2] = lines[-2][: lines[-2].rindex("=") + 1] + f" {answer}."
+    lines[-1] = f"(Final response) So the answer is {answer}."
+    return "\n".join(lines)
+
+
+class ScriptedPolicy:
+    """Stands in for the TriPosT module: ``self_improve`` returns the traces the test wrote; ``log`` records."""
+
+    def __init__(self, traces):
+        self.hparams = SimpleNamespace(max_rounds=3, max_new_tokens=512)
+        self.traces, self.calls, self.logged = traces, [], {}
+
+    def finished_stage(self, epoch):
+        return 1
+
+    def self_improve(self, task, questions, max_rounds, temperature=0.0, progress=None):
+        self.calls.append(([q.id for q in questions], max_rounds, temperature))
+        return [self.traces[q.id] for q in questions]
+
+    def log(self, name, value, **kwargs):
+        self.logged[name] = value
+
+
+def test_eval_scores_first_attempt_before_and_last_attempt_after(ma_task, tmp_path, monkeypatch):
+    q = ma_task.questions("test")[:5]  # buckets l3-4d2, l3-4d22, l3-4d222 (unseen), l3-4d2, l3-4d22
+    assert [(x.bucket, x.seen) for x in q] == [("l3-4d2", True), ("l3-4d22", True), ("l3-4d222", False),
+                                               ("l3-4d2", True), ("l3-4d22", True)]
+    gold = [ma_task.gold_rationale(x) for x in q]
+    wrong = [slipped(ma_task, x) for x in q]
+    assert not any(ma_task.is_correct(x, w) for x, w in zip(q, wrong))
+    traces = {  # attempts, own feedbacks                       first -> last
+        q[0].id: Trace([wrong[0], gold[0]], [ERROR, CORRECT]),  # wrong -> right
+        q[1].id: Trace([gold[1], wrong[1]], [ERROR, None]),  # right -> wrong (revised a right answer)
+        q[2].id: Trace([wrong[2], gold[2], wrong[2]], [ERROR, ERROR, None]),  # wrong -> wrong, right in between
+        q[3].id: Trace([gold[3]], [None]),  # right, no feedback
+        q[4].id: Trace([wrong[4], gold[4]], [ERROR, CORRECT]),  # wrong -> right
+    }
+    policy = ScriptedPolicy(traces)
+    datamodule = SimpleNamespace(task=ma_task, test_questions=lambda: ma_task.questions("test"))
+    trainer = SimpleNamespace(datamodule=datamodule, current_epoch=5, logger=None, log_dir=str(tmp_path),
+                              is_global_zero=True)
+    printed = []
+    monkeypatch.setattr("callbacks.evaluation.rank_zero_info", printed.append)
+    callback = SelfImproveEval(max_rounds=2, num_questions=5)
+    callback.on_train_epoch_end(trainer, policy)
+    callback.on_fit_end(trainer, policy)
+
+    assert policy.calls == [([x.id for x in q], 2, 0.0)]  # the first 5 test questions, greedy, 2 rounds
+    # l3-4d2 (q0, q3): before F,T = 50, after T,T = 100; l3-4d22 (q1, q4): before T,F = 50, after F,T = 50;
+    # l3-4d222 (q2): 0 -> 0; seen (q0 q1 q3 q4): before 2/4 = 50, after 3/4 = 75; unseen 0 -> 0;
+    # total: before 2/5 = 40, after 3/5 = 60
+    expected = {"before/l3-4d2": 50.0, "after/l3-4d2": 100.0, "before/l3-4d22": 50.0, "after/l3-4d22": 50.0,
+                "before/l3-4d222": 0.0, "after/l3-4d222": 0.0, "before/seen": 50.0, "after/seen": 75.0,
+                "before/unseen": 0.0, "after/unseen": 0.0, "before/total": 40.0, "after/total": 60.0,
+                "rounds": 2.0,  # (2 + 2 + 3 + 1 + 2) attempts / 5
+                # first feedbacks: q3 none (1/5); wrong q0 q2 q4 all called wrong (0/3); right q1 called wrong (1/1)
+                "self_check/no_feedback": 20.0, "self_check/wrong_called_correct": 0.0,
+                "self_check/right_called_wrong": 100.0}
+    assert policy.logged == pytest.approx({f"eval/{k}": v for k, v in expected.items()})
+    assert json.loads((tmp_path / "eval_table.json").read_text()) == [pytest.approx({"stage": 1, **expected})]
+    # columns l3-4d2, l3-4d22, l3-4d222, seen, unseen, total, each right-aligned in 15 characters
+    row = ("TriPosT t=1   " "  50.0 -> 100.0" "   50.0 -> 50.0" "     0.0 -> 0.0" "   50.0 -> 75.0" "     0.0 -> 0.0"
+           "   40.0 -> 60.0")
+    assert len(printed) == 2 and printed[0].splitlines()[2] == row
+    assert printed[1].startswith("\nFinal accuracy (%), before -> after") and printed[1].splitlines()[-1] == row

@@ -16,6 +16,7 @@ def test_finished_runs_are_reused_without_running(tmp_path, capsys):
     assert "reusing" in capsys.readouterr().out and not (tmp_path / "run" / "command.sh").exists()
 
 
+@pytest.mark.slow  # runs real subprocesses (seconds)
 def test_an_unfinished_run_is_kept_aside_and_a_failure_names_its_log(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

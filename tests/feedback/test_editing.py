@@ -1,6 +1,6 @@
 import pytest
 
-from feedback.base import Dropped, Teacher
+from feedback.base import Dropped, Teacher, error_feedback
 from feedback.editing import check_improvement, edit_traces
 from feedback.scripted import ScriptedTeacher
 from tasks.base import Question, correct_feedback
@@ -103,6 +103,62 @@ def test_illegitimate_or_missing_improvements_fail_the_episode(setup):
     assert episode.outcome == "failed" and "changed the steps before step (2)" in episode.reason
     episode = edit(task, question, [wrong], [None], teacher=NeverAnswers(gold))
     assert episode.outcome == "failed" and "endpoint returned nothing" in episode.reason
+
+
+class Replays(Teacher):
+    """A teacher that says what the test wrote: improvements in order, feedback from the script unless the test
+    scripted it (None: ask the script). Counts its improvement calls."""
+
+    name = "replay"
+
+    def __init__(self, improvements, feedbacks=()):
+        self.improvements, self.feedbacks, self.improve_calls = list(improvements), list(feedbacks), 0
+
+    def feedback(self, task, items):
+        answers = [self.feedbacks.pop(0) if self.feedbacks else None for _ in items]
+        return [a or ScriptedTeacher().feedback(task, [item])[0] for a, item in zip(answers, items)]
+
+    def improve(self, task, items):
+        self.improve_calls += len(items)
+        return [self.improvements.pop(0) if self.improvements else Dropped("nothing left to replay") for _ in items]
+
+
+def test_an_improvement_that_makes_no_progress_leaves_a_feedback_only_episode(setup):
+    task, question, gold, wrong = setup
+    lines = gold.splitlines()
+    # step (2) fixed, step (4) newly wrong: then the teacher blames step (1), before the step (2) it blamed first
+    improvement = "\n".join([*lines[:3], "(4) Then, the final equation is (A - B) = (-90 - 5) = -85.",
+                             "(Final response) So the answer is -85."])
+    step1 = error_feedback(None, "1", "(A - B)", "x")
+    teacher = Replays([improvement, gold], feedbacks=[None, step1])
+    episode = edit(task, question, [wrong], [None], teacher=teacher)
+    assert (episode.outcome, episode.reason) == ("feedback_only", "improvement made no progress")
+    # the improvement and its feedback are not kept: the attempt and the teacher's first feedback only
+    assert [(t.role, t.by) for t in episode.turns] == [("attempt", "policy"), ("feedback", "replay")]
+    assert episode.turns[0].text == wrong
+    assert episode.turns[1].text.startswith('Step (1) is correct. In step (2) the part "(18 * -5) = -80" is incorrect')
+    assert teacher.improve_calls == 1  # the episode ended: gold was never asked for
+
+
+def test_improvements_stop_after_max_updates(setup):
+    task, question, gold, wrong = setup
+    lines = gold.splitlines()
+    # each improvement fixes the step blamed and slips on a later one: step (2) -> (3) -> (4), always progress
+    fixes_2 = "\n".join([*lines[:2], "(3) Let's calculate B = (2 + 4 - 1) = ((2 + 4) - 1) = (6 - 1) = 4.",
+                         "(4) Then, the final equation is (A - B) = (-90 - 4) = -86.",
+                         "(Final response) So the answer is -86."])
+    fixes_3 = "\n".join([*lines[:3], "(4) Then, the final equation is (A - B) = (-90 - 5) = -85.",
+                         "(Final response) So the answer is -85."])
+    teacher = Replays([fixes_2, fixes_3, gold])  # a third improvement would be right, but max_updates=2 forbids it
+    episode = edit(task, question, [wrong], [None], teacher=teacher, max_updates=2)
+    assert (episode.outcome, episode.reason) == ("failed", "not correct after max_updates=2 improvements")
+    assert [(t.role, t.by) for t in episode.turns] == [
+        ("attempt", "policy"), ("feedback", "replay"), ("improvement", "replay"), ("feedback", "replay"),
+        ("improvement", "replay"), ("feedback", "replay")]
+    assert [t.text for t in episode.turns[2::2]] == [fixes_2, fixes_3]
+    assert 'In step (3) the part "(6 - 1) = 4" is incorrect' in episode.turns[3].text
+    assert 'In step (4) the part "(-90 - 5) = -85" is incorrect' in episode.turns[5].text
+    assert teacher.improve_calls == 2
 
 
 def test_check_improvement_rules(setup):

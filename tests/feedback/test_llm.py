@@ -9,6 +9,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from feedback.base import Dropped, Feedback
 from feedback.llm import PACKAGED_PROMPTS, LLMTeacher, assemble_steps, parse_feedback_table, steps_before
 from feedback.local import LocalModelTeacher
+from modules.generation import Completion
 
 ATTEMPT = """(1) Today is Jan 22, 2011.
 (2) One week ago from today is Jan 14, 2011, that is 01/14/2011.
@@ -117,9 +118,9 @@ def test_every_packaged_prompt_has_its_placeholders():
         assert all(p in text for p in PLACEHOLDERS[path.stem]), path
 
 
-def test_local_model_teacher_runs_a_tiny_random_model_end_to_end(tmp_path, ma_task, ma_tokenizer):
-    """Format plumbing, not quality: a random model's answers come back (as off-format drops) in order, and a
-    prompt longer than the model's positions is dropped without generating."""
+def test_local_model_teacher_runs_a_tiny_random_model_end_to_end(tmp_path, ma_task, ma_tokenizer, monkeypatch):
+    """Format plumbing, not quality: a random model's answers come back in order, a prompt longer than the model's
+    positions is dropped without generating, and scripted completions go through TriPosT's parsing per item."""
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(ma_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                          num_attention_heads=2, max_position_embeddings=8192, eos_token_id=ma_tokenizer.eos_token_id,
@@ -132,6 +133,24 @@ def test_local_model_teacher_runs_a_tiny_random_model_end_to_end(tmp_path, ma_ta
     assert [isinstance(t, str) for t in texts] == [True, True, False] and "8192 positions" in texts[2].reason
     assert not any(t.startswith("Q:") for t in texts[:2])  # the completion only, not the prompt
     feedback = Feedback('In step (2) the part "x" is incorrect. This is because y.', False, "2", "x")
-    answers = teacher.improve(ma_task, [(q, ma_task.gold_rationale(q), feedback) for q in questions])
-    assert len(answers) == 3 and all(isinstance(a, Dropped) for a in answers)
-    assert teacher.usage()["off_format"] == 3
+    gold = [ma_task.gold_rationale(q) for q in questions]
+    # what the model "writes" after each improvement prompt (which ends in the attempt's step (1))
+    scripted = {gold[0].splitlines()[0]: "\n" + "\n".join(gold[0].splitlines()[1:]) + "\n(9) more. [END] (9) junk",
+                gold[1].splitlines()[0]: " I cannot improve this. [END]",
+                gold[2].splitlines()[0]: "\n(2) A = 1. [END]\n(Final response) So the answer is 1."}
+    seen = []
+
+    def fake_generate(model, prompts, **kwargs):
+        texts = [ma_tokenizer.decode(p, skip_special_tokens=True) for p in prompts]
+        seen.extend(texts)
+        return [Completion(ma_tokenizer.encode(scripted[t.splitlines()[-1]], add_special_tokens=False), True)
+                for t in texts]
+
+    monkeypatch.setattr("feedback.local.generate", fake_generate)
+    answers = teacher.improve(ma_task, [(q, g, feedback) for q, g in zip(questions, gold)])
+    assert [t.splitlines()[-1] for t in seen] == [g.splitlines()[0] for g in gold]  # prompts end where to go on
+    # 1st: step (1) kept + steps (2) to (Final response), what follows the final response ignored = the gold
+    assert answers[0] == gold[0]
+    # 2nd: no steps at all; 3rd: [END] comes before any final response
+    assert [a.reason for a in answers[1:]] == ["off-format improvement: no steps ending in '(Final response) ...'"] * 2
+    assert teacher.usage() == {"off_format": 2.0, "off_format/off-format improvement": 2.0}

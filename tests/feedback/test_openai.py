@@ -3,10 +3,12 @@
 import json
 import re
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from datamodules.interaction_log import Episode
+from feedback import openai as openai_teacher
 from feedback.base import Dropped, Feedback, TeacherUnavailable
 from feedback.editing import edit_traces
 from feedback.openai import OpenAITeacher, retry_after
@@ -102,40 +104,54 @@ def test_feedback_and_improvement_become_an_improved_episode(server, tmp_path, p
 
 
 def test_many_requests_overlap_and_concurrency_one_does_not(tmp_path, ma_task, prompts_dir):
-    server = FakeOpenAI(arithmetic_answer, latency=0.25)
+    items = [(q, wrong_attempt(ma_task, q)) for q in ma_task.questions("train")[:16]]
+    # the server holds every request until 16 have arrived: only a client with all 16 in flight gets answers at once
+    server = FakeOpenAI(arithmetic_answer, gate=16)
     try:
-        items = [(q, wrong_attempt(ma_task, q)) for q in ma_task.questions("train")[:16]]
-        start = time.perf_counter()
         answers = make_teacher(server, tmp_path, prompts_dir, concurrency=16, cache_path=None).feedback(ma_task, items)
-        parallel_s = time.perf_counter() - start
         assert all(isinstance(a, Feedback) for a in answers)
-        assert max_overlap(server.records) >= 8 and parallel_s < 16 * 0.25 / 4
-        server.records.clear()
-        start = time.perf_counter()
+        assert len(server.records) == 16
+        assert max_overlap(server.records) == 16
+    finally:
+        server.close()
+    # one at a time: the first request waits 0.5 s for a second that never comes while it is open
+    server = FakeOpenAI(arithmetic_answer, gate=2, gate_s=0.5)
+    try:
         make_teacher(server, tmp_path, prompts_dir, concurrency=1, cache_path=None).feedback(ma_task, items[:4])
-        assert max_overlap(server.records) == 1 and time.perf_counter() - start >= 4 * 0.25
+        assert len(server.records) == 4
+        assert max_overlap(server.records) == 1
     finally:
         server.close()
 
 
-def test_429_waits_what_retry_after_says(server, tmp_path, prompts_dir, ma_task):
+def record_sleeps(monkeypatch) -> list[float]:
+    """The teacher's waits, recorded instead of slept."""
+    sleeps = []
+    clock = SimpleNamespace(sleep=sleeps.append, perf_counter=time.perf_counter, time=time.time)
+    monkeypatch.setattr(openai_teacher, "time", clock)
+    return sleeps
+
+
+def test_429_waits_what_retry_after_says(server, tmp_path, prompts_dir, ma_task, monkeypatch):
     server.faults = ["429:0.6"]
+    sleeps = record_sleeps(monkeypatch)
     teacher = make_teacher(server, tmp_path, prompts_dir)
     question = ma_task.questions("train")[0]
-    start = time.perf_counter()
     [feedback] = teacher.feedback(ma_task, [(question, wrong_attempt(ma_task, question))])
-    assert isinstance(feedback, Feedback) and time.perf_counter() - start >= 0.6
-    assert len(server.records) == 2 and server.records[1].start - server.records[0].end >= 0.55
+    assert isinstance(feedback, Feedback)
+    assert sleeps == [0.6]  # the server's Retry-After, not the 0.01 s backoff
+    assert len(server.records) == 2
     assert teacher.usage()["retries"] == 1 and teacher.usage()["calls"] == 2
 
 
 def test_500s_and_a_hang_past_the_timeout_are_retried(server, tmp_path, prompts_dir, ma_task):
-    server.faults, server.hang_s = ["500", "hang", "500"], 3.0
-    teacher = make_teacher(server, tmp_path, prompts_dir, timeout=0.5)
+    server.faults, server.hang_s = ["500", "hang", "500"], 10.0  # the hang lasts until released (10 s at most)
+    teacher = make_teacher(server, tmp_path, prompts_dir, timeout=1.0)
     question = ma_task.questions("train")[0]
-    start = time.perf_counter()
     [feedback] = teacher.feedback(ma_task, [(question, wrong_attempt(ma_task, question))])
-    assert isinstance(feedback, Feedback) and time.perf_counter() - start < 2.5  # did not wait out the hang
+    assert isinstance(feedback, Feedback)
+    assert [r.end == 0.0 for r in server.records] == [False, True, False, False]  # answered with the hang in flight
+    server.release.set()
     usage = teacher.usage()
     assert (usage["calls"], usage["retries"], usage["answered"], usage.get("failures", 0)) == (4, 3, 1, 0)
     assert usage["prompt_tokens"] > 100 and usage["completion_tokens"] > 0 and usage["latency_mean_s"] > 0
