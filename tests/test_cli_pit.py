@@ -1,6 +1,7 @@
 """PIT's four stages end to end through cli.py on the synthetic task, shrunk to seconds: reward model, PIT SFT,
 the original policy, then curriculum RL (one epoch of each round)."""
 
+import json
 import logging
 
 import pytest
@@ -9,6 +10,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from cli import main
 from datamodules.interaction_log import read_shard
+from modules.pit import PITPolicy
+from tasks.constrained_lists import score
 
 TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64}
 
@@ -31,7 +34,7 @@ def shrunk(tmp_path, name: str, root, **trainer) -> str:
 
 
 @pytest.mark.slow
-def test_pit_stages_run_through_the_cli_and_leave_logs_models_and_metrics(tmp_path, caplog):
+def test_pit_stages_run_through_the_cli_and_leave_logs_models_and_metrics(tmp_path, caplog, monkeypatch):
     root = tmp_path / "pit"
     main(["fit", "--config", shrunk(tmp_path, "constrained_lists_reward_model", root)])
     assert [len(read_shard(root / "preferences" / f"{f}.jsonl")) for f in ("sft", "rm", "rl")] == [30, 30, 30]
@@ -45,6 +48,14 @@ def test_pit_stages_run_through_the_cli_and_leave_logs_models_and_metrics(tmp_pa
     assert (root / "sft" / "hf_model" / "model.safetensors").is_file()
     assert (root / "policy" / "hf_model" / "model.safetensors").is_file()
 
+    improvements = []  # (inputs, outputs) of every improve call: the evaluation's only caller, 2 per epoch here
+    improve = PITPolicy.improve
+
+    def recording(self, pairs, temperature):
+        improvements.append((list(pairs), improve(self, pairs, temperature)))
+        return improvements[-1][1]
+
+    monkeypatch.setattr(PITPolicy, "improve", recording)
     main(["fit", "--config", shrunk(tmp_path, "constrained_lists_rl", root, max_epochs=2),
           "--model.init_args.round1_epochs", "1"])
     rollouts = root / "rl" / "rollouts"
@@ -61,4 +72,24 @@ def test_pit_stages_run_through_the_cli_and_leave_logs_models_and_metrics(tmp_pa
                 "pit_eval/exact_score/iter_2", "pit_eval/rm_win_rate/iter_1", "time/generation_s"):
         assert tag in scalars, sorted(scalars)
     assert [s.value for s in events.Scalars("pit/round")] == [1.0, 2.0]
-    assert all(0.0 <= s.value <= 1.0 for s in events.Scalars("pit_eval/exact_win_rate/iter_1"))
+
+    # the evaluation's win / lose rates recounted from what the policy wrote: y_0 are held-out rejected replies,
+    # their exact scores stored in the reward-model fold; y_i scored here; a tie is neither a win nor a loss
+    assert len(improvements) == 2 * 2  # 2 epochs x 2 iterations
+    rm_fold = read_shard(root / "preferences" / "rm.jsonl")
+    rejected = {(e.prompt, e.turns[0].text): e.scores["quality"][0] for e in rm_fold}  # prompts can repeat
+    counted = {}
+    for epoch in range(2):
+        (pairs, first), (chained, second) = improvements[2 * epoch : 2 * epoch + 2]
+        assert len(pairs) == 3  # 10% of the 30-pair fold is held out, fewer than num_prompts = 6
+        assert chained == [(x, y) for (x, _), y in zip(pairs, first)]  # iteration 2 improves iteration 1's output
+        base = [rejected[pair] for pair in pairs]
+        for i, outputs in enumerate((first, second), start=1):
+            new = [score(x, y) for (x, _), y in zip(pairs, outputs)]
+            counted.setdefault(f"exact_win_rate/iter_{i}", []).append(sum(n > b for n, b in zip(new, base)) / 3)
+            counted.setdefault(f"exact_lose_rate/iter_{i}", []).append(sum(n < b for n, b in zip(new, base)) / 3)
+    logged = {name: [s.value for s in events.Scalars(f"pit_eval/{name}")] for name in counted}
+    assert logged == {name: pytest.approx(values, abs=1e-6) for name, values in counted.items()}, (logged, counted)
+    last = json.loads((root / "rl" / "pit_eval.json").read_text())  # the last evaluation's numbers
+    saved = {f"{n}/iter_{i}": last[n][i] for n in ("exact_win_rate", "exact_lose_rate") for i in (1, 2)}
+    assert saved == pytest.approx({name: values[-1] for name, values in counted.items()})

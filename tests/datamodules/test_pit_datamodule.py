@@ -71,3 +71,23 @@ def test_the_rl_buffer_keeps_minibatch_members_across_ppo_passes(tmp_path):
     assert predicted[-1].item() == data.tokenizer.eos_token_id
     assert pit_prompt(f"{H} q0?{A}", " No.").endswith("### Improved response:\n")
     assert torch.equal(torch.tensor(sorted(s for v in members.values() for s in v[0])), torch.arange(10.0))
+
+
+def test_reward_model_rows_per_pair_are_wl_ww_ll_lw(tmp_path):
+    data = PITDataModule(HHRLHF(source=hh_file(tmp_path / "hh.jsonl")), stage="rm", log_dir=str(tmp_path / "run"),
+                         vocab_size=400, batch_size=4, val_fraction=0.2)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    texts = [data.tokenizer.decode(ids[mask > 0], skip_special_tokens=True)
+             for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
+    assert len(texts) == 16  # 4 pairs x 4 rows
+    for k in range(4):
+        i = int(texts[4 * k].split("What is ")[1].split(" plus")[0])
+        x, w, l = f"{H} What is {i} plus {i}?{A}", f"It is {2 * i}.", "No."  # y_w: the chosen reply, y_l: "No."
+        row = "{x}\n\n### Original response:\n{ref}\n\n### Improved response:\n {resp}"
+        assert texts[4 * k : 4 * k + 4] == [
+            row.format(x=x, ref=l, resp=w),  # (w, l): y_l improved into y_w, the largest gap
+            row.format(x=x, ref=w, resp=w),  # (w, w): no change
+            row.format(x=x, ref=l, resp=l),  # (l, l): no change, the rejected reply as its own reference
+            row.format(x=x, ref=w, resp=l),  # (l, w): y_w degraded into y_l, the smallest gap
+        ], texts[4 * k : 4 * k + 4]

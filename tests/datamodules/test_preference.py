@@ -71,8 +71,40 @@ def test_the_synthetic_score_counts_satisfied_constraints():
     assert score(spec.prompt, "7, 9, 12") == 0.6
     assert score(spec.prompt, "9, 7, 11, 13") == 0.6  # order and start broken
     assert score(spec.prompt, "seven, nine") == 0.0 and score(spec.prompt, "7, 9, 31, 33") == 0.0  # format
-    for p in constrained_lists(200, seed=3):  # every pair is a strict preference with its exact scores
-        assert p.chosen_score == score(p.prompt, p.chosen) > p.rejected_score == score(p.prompt, p.rejected)
+    pairs = constrained_lists(200, seed=3)
+    # the first four checked by hand, constraint by constraint (format, count, parity, order, start)
+    assert [(p.prompt, p.chosen, p.chosen_score, p.rejected, p.rejected_score) for p in pairs[:4]] == [
+        ("Write 4 odd numbers between 1 and 30 in decreasing order, starting with 27.",
+         "25, 27, 23, 21", 0.6,  # 25 < 27 breaks order, starts with 25: 3/5
+         "23 25 21 20 17 and more", 0.0),  # no list: format fails everything
+        ("Write 5 odd numbers between 1 and 30 in decreasing order, starting with 29.",
+         "29, 27, 25, 23, 21", 1.0,
+         "29, 26, 27, 23, 21, 19", 0.4),  # six numbers, 26 even, 26 < 27: format and start only, 2/5
+        ("Write 3 odd numbers between 1 and 30 in increasing order, starting with 5.",
+         "5, 7", 0.8,  # two numbers: 4/5
+         "9, 7, 11", 0.6),  # 9 > 7 breaks order, starts with 9: 3/5
+        ("Write 3 odd numbers between 1 and 30 in decreasing order, starting with 5.",
+         "5, 7, 3", 0.8,  # 5 < 7 breaks order: 4/5
+         "5 7 and more", 0.0),
+    ]
+    for p in pairs:  # every pair is a strict preference, its scores recounted here independently of score()
+        assert 5 * p.chosen_score == pytest.approx(satisfied(p.prompt, p.chosen)), p
+        assert 5 * p.rejected_score == pytest.approx(satisfied(p.prompt, p.rejected)), p
+        assert satisfied(p.prompt, p.chosen) > satisfied(p.prompt, p.rejected), p
+
+
+def satisfied(prompt: str, response: str) -> int:
+    """How many of the five constraints ``response`` meets, counted from the prompt's words (a second reading of
+    the task, not tasks.constrained_lists)."""
+    words = prompt.rstrip(".").split()  # Write N odd|even numbers between 1 and 30 in ORDER order, starting with S
+    count, parity, order, start = int(words[1]), words[2], words[9], int(words[-1])
+    items = response.strip().split(", ")
+    if not all(item.isdigit() and 1 <= int(item) <= 30 for item in items):
+        return 0  # not a list of numbers in range: nothing else counts
+    numbers = [int(item) for item in items]
+    strictly = len(set(numbers)) == len(numbers) and numbers == sorted(numbers, reverse=order == "decreasing")
+    parity_ok = all(n % 2 == (parity == "odd") for n in numbers)
+    return 1 + (len(numbers) == count) + parity_ok + strictly + (numbers[0] == start)
 
 
 def test_the_noisy_writer_breaks_what_it_says():

@@ -1,5 +1,6 @@
 """The PIT policy: one PPO epoch moves it toward higher reward; the curriculum switches its references."""
 
+import math
 from types import SimpleNamespace
 
 import torch
@@ -56,8 +57,21 @@ def next_token_logprob(model, prompt_ids, token):
     return torch.log_softmax(logits, -1)[token].item()
 
 
-def test_one_ppo_epoch_moves_the_policy_toward_the_rewarded_answer(tmp_path, ma_tokenizer):
+def count_forwards(monkeypatch) -> list[bool]:
+    """Records each ``PITPolicy._forward`` call's ``values`` flag: False = a frozen-reference forward."""
+    calls, original = [], PITPolicy._forward
+
+    def counting(self, model, batch, values):
+        calls.append(values)
+        return original(self, model, batch, values)
+
+    monkeypatch.setattr(PITPolicy, "_forward", counting)
+    return calls
+
+
+def test_one_ppo_epoch_moves_the_policy_toward_the_rewarded_answer(tmp_path, ma_tokenizer, monkeypatch):
     tok = ma_tokenizer
+    forwards = count_forwards(monkeypatch)
     prompt_ids = tok.encode("Q: (1 + 2) =\n", add_special_tokens=True)
     a_id, b_id = tok.convert_tokens_to_ids("1"), tok.convert_tokens_to_ids("2")
     path = tiny_policy_folder(tmp_path, tok)
@@ -74,6 +88,8 @@ def test_one_ppo_epoch_moves_the_policy_toward_the_rewarded_answer(tmp_path, ma_
     # the frozen reference did not move, and the buffer was scored once per minibatch (2), not per pass (4)
     assert next_token_logprob(policy.reference, prompt_ids, a_id) == next_token_logprob(before, prompt_ids, a_id)
     assert sorted(policy._buffer) == [0, 1]
+    # the loader yields 2 minibatches x 2 passes: reference forwards 2 (not 4); policy 2 for the buffer + 4 steps
+    assert forwards.count(False) == 2 and forwards.count(True) == 2 + 4
     metrics = trainer.callback_metrics
     assert {"ppo/clip_fraction", "ppo/value_loss", "ppo/entropy", "ppo/kl", "ppo/reward"} <= set(metrics)
     assert abs(float(metrics["ppo/reward"])) < 1e-6  # half +1, half -1
@@ -98,3 +114,86 @@ def test_the_curriculum_switches_from_dataset_to_original_policy_references(tmp_
     assert [e.turns[0].by for e in saved] == ["original_policy"] * 6
     assert policy.references(4, tmp_path / "rollouts", fold) == round2  # sampled once, then reused
     assert pit_prompt("x", " y ") == "x\n\n### Original response:\ny\n\n### Improved response:\n"
+
+
+def fixed_distribution_llama(folder, tokenizer, probs: dict[int, float]):
+    """A tiny Llama whose next-token distribution is ``probs`` at every position (other tokens ~e^-100): every token
+    shares one embedding, the layers add nothing (zero output projections), so the head sees one constant vector."""
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=64, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id)
+    model = LlamaForCausalLM(config)
+    logits = torch.full((len(tokenizer),), -100.0)
+    for token, p in probs.items():
+        logits[token] = math.log(p)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.fill_(1.0)  # after the final RMSNorm the hidden state is all ones
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.lm_head.weight.copy_(logits[:, None].expand(-1, 8) / 8)  # row i sums to logit i
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return LlamaForCausalLM.from_pretrained(folder)
+
+
+class SplitBufferData(BufferData):
+    """Minibatch 0: four rows answering "A" (reward +1); minibatch 1: four answering "B" (reward -1). Whitening per
+    minibatch would give each minibatch mean 0 on its own; over the whole buffer it does not."""
+
+    def __init__(self, tokenizer, prompt_ids, a_id, b_id):
+        super().__init__(tokenizer, prompt_ids, a_id, b_id)
+        rows = []
+        weights = torch.tensor([0.0] * len(prompt_ids) + [1.0, 1.0])  # the answer and EOS
+        for token, reward in [(a_id, 1.0)] * 4 + [(b_id, -1.0)] * 4:
+            rows.append(({"input_ids": torch.tensor(prompt_ids + [token, tokenizer.eos_token_id]),
+                          "loss_weights": weights}, reward))
+        for index, batch in enumerate(self.batches):
+            chunk = rows[index * 4 : (index + 1) * 4]
+            batch.update(collate([r for r, _ in chunk], tokenizer.pad_token_id))
+            batch["response_mask"] = batch.pop("loss_weights")[:, 1:]
+            batch["score"] = torch.tensor([s for _, s in chunk])
+
+
+def test_the_rl_step_shapes_rewards_with_kl_and_whitens_over_the_whole_buffer(tmp_path, ma_tokenizer, monkeypatch):
+    tok = ma_tokenizer
+    prompt_ids = tok.encode("Q: (1 + 2) =\n", add_special_tokens=True)
+    a_id, b_id, eos = tok.convert_tokens_to_ids("1"), tok.convert_tokens_to_ids("2"), tok.eos_token_id
+    # the policy has drifted from its SFT reference: π = (A .5, B .25, EOS .25), π_ref = 1/3 each
+    reference = fixed_distribution_llama(tmp_path / "sft", tok, {a_id: 1 / 3, b_id: 1 / 3, eos: 1 / 3})
+    policy = PITPolicy(stage="rl", model=str(tmp_path / "sft"), lr=1e-3, kl_coef=0.5, gamma=1.0, lam=0.5,
+                       round1_epochs=1, export_dir=str(tmp_path / "out"))
+    policy.model = fixed_distribution_llama(tmp_path / "drifted", tok, {a_id: 0.5, b_id: 0.25, eos: 0.25})
+    policy.value_head = torch.nn.Linear(8, 1)
+    torch.nn.init.zeros_(policy.value_head.weight)
+    torch.nn.init.zeros_(policy.value_head.bias)  # V = 0: returns are the raw advantages
+    policy._frozen["reference"] = reference
+    forwards = count_forwards(monkeypatch)
+    trainer = Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, reload_dataloaders_every_n_epochs=1,
+                      num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(policy, datamodule=SplitBufferData(tok, prompt_ids, a_id, b_id))
+    assert forwards.count(False) == 2  # each minibatch's reference log-probs once, not once per pass
+
+    # kl_t = log π - log π_ref: A log(.5·3) = log 1.5, B and EOS log(.25·3) = log .75; β = .5, γ = 1, λ = .5
+    # row "A EOS" (+1): r = [-.5 log 1.5, -.5 log .75 + 1]; A_2 = 1 + .143841 = 1.143841,
+    #                   A_1 = -.202733 + .5 · 1.143841 = .369188
+    # row "B EOS" (-1): r = [-.5 log .75, -.5 log .75 - 1]; A_2 = -1 + .143841 = -.856159,
+    #                   A_1 = .143841 + .5 · -.856159 = -.284238
+    by_hand = {0: [0.369188, 1.143841], 1: [-0.284238, -0.856159]}
+    for index, advantages in by_hand.items():
+        returns = policy._buffer[index]["returns"]
+        assert torch.allclose(returns[:, -2:], torch.tensor([advantages] * 4), atol=1e-5), (index, returns)
+        assert not returns[:, :-2].any()  # prompt positions get nothing
+    # mean KL per response, as logged: A rows log 1.5 + log .75 = .117783, B rows 2 log .75 = -.575364
+    assert math.isclose(float(trainer.callback_metrics["ppo/kl"]), (0.117783 - 0.575364) / 2, abs_tol=1e-5)
+
+    # whitened over all 16 response tokens (each row 4 times): mean (.369188 + 1.143841 - .284238 - .856159) / 4
+    # = .093158; variance (.276030² + 1.050683² + .377396² + .949317²) / 4 = .555940, std .745614.
+    # Per minibatch each would be ±1 instead.
+    whitened = {0: [(0.369188 - 0.093158) / 0.745614, (1.143841 - 0.093158) / 0.745614],   # .370205, 1.409149
+                1: [(-0.284238 - 0.093158) / 0.745614, (-0.856159 - 0.093158) / 0.745614]}  # -.506156, -1.273200
+    for index, advantages in whitened.items():
+        got = policy._buffer[index]["advantages"]
+        assert torch.allclose(got[:, -2:], torch.tensor([advantages] * 4), atol=1e-4), (index, got)
+        assert not got[:, :-2].any()

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 from lightning.pytorch import Trainer
 
@@ -68,3 +69,48 @@ def test_the_reward_model_learns_the_gap_ordering_on_a_toy_set(tmp_path):
     # the ordering of the three fold files and the exported model are in place for the other stages
     assert sorted(p.name for p in (tmp_path / "preferences").iterdir()) == ["rl.jsonl", "rm.jsonl", "sft.jsonl"]
     assert (tmp_path / "rm" / "config.json").is_file()
+
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # steps called without a trainer
+def test_the_ll_and_lw_rows_enter_the_loss_as_no_change_and_degradation(tmp_path):
+    """Data rows to loss columns: a scripted reward model reads each row's text (y_w = "It is 2i.", y_l = "No.")."""
+    from datamodules.pit import PITDataModule
+    from datamodules.preference import HHRLHF
+    from tests.datamodules.test_pit_datamodule import hh_file
+
+    data = PITDataModule(HHRLHF(source=hh_file(tmp_path / "hh.jsonl")), stage="rm", log_dir=str(tmp_path / "run"),
+                         vocab_size=400, batch_size=4)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+
+    def scripted(degradation: float):
+        def forward(input_ids, attention_mask):
+            gaps = []
+            for ids, mask in zip(input_ids, attention_mask):
+                text = data.tokenizer.decode(ids[mask > 0], skip_special_tokens=True)
+                ref = text.split("### Original response:\n")[1].split("\n\n")[0].strip()
+                resp = text.split("### Improved response:\n")[1].strip()
+                good_ref, good_resp = ref.startswith("It is"), resp.startswith("It is")
+                # improvement 1, degradation as given, no change 0 for y_w and .5 for y_l (tells (w,w) from (l,l))
+                gaps.append(1.0 if good_resp > good_ref else degradation if good_resp < good_ref
+                            else 0.0 if good_ref else 0.5)
+            return torch.tensor(gaps)
+        return forward
+
+    model = PITRewardModel()
+    model.forward = scripted(degradation=-1.0)  # a reward model that has learned the order
+    assert model._rewards(batch).tolist() == [[1.0, 0.0, 0.5, -1.0]] * 4  # (r_wl, r_ww, r_ll, r_lw) per pair
+    # -[log σ(1 - 0) + log σ(1 - .5) + log σ(1 + 1) + log σ(0 + 1) + log σ(.5 + 1)]
+    #   = .313262 + .474077 + .126928 + .313262 + .201413
+    assert math.isclose(model.training_step(batch, 0).item(), 0.313262 + 0.474077 + 0.126928 + 0.313262 + 0.201413,
+                        abs_tol=1e-5)
+
+    model.forward = scripted(degradation=2.0)  # one that scores degrading y_w into y_l above no change
+    # r = (1, 0, .5, 2): -[log σ(1) + log σ(.5) + log σ(1 - 2) + log σ(0 - 2) + log σ(.5 - 2)]
+    #   = .313262 + .474077 + 1.313262 + 2.126928 + 1.701413
+    assert math.isclose(model.training_step(batch, 0).item(), 0.313262 + 0.474077 + 1.313262 + 2.126928 + 1.701413,
+                        abs_tol=1e-5)
+    model.validation_step(batch, 0)
+    accuracy = {name: model.val_metrics[name.replace(">", "_gt_")].compute().item() for name in ORDERINGS}
+    assert accuracy == {"wl>ww": 1.0, "wl>ll": 1.0, "wl>lw": 0.0, "ww>lw": 0.0, "ll>lw": 0.0}

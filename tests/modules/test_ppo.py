@@ -59,3 +59,21 @@ def test_value_loss_takes_the_worse_of_clipped_and_unclipped():
 def test_whitening_uses_masked_entries_only():
     x, mask = torch.tensor([[1.0, 3.0, 100.0]]), torch.tensor([[1.0, 1.0, 0.0]])
     assert torch.allclose(whiten(x, mask), torch.tensor([[-1.0, 1.0, 0.0]]), atol=1e-4)
+
+
+def test_clipped_surrogate_is_pessimistic_for_negative_advantages():
+    # the wrong form -min(ρ, clip(ρ))·A agrees with the right one whenever A > 0; only A < 0 outside the
+    # clip range tells them apart: there the loss must be max(-ρA, -clip(ρ)A), the larger penalty
+    old = torch.zeros(1, 3)
+    new = torch.log(torch.tensor([[0.5, 1.5, 0.9]]))  # ratios 0.5 (< 1 - ε), 1.5 (> 1 + ε), 0.9 (inside)
+    adv = torch.tensor([[-1.0, -2.0, -1.0]])
+    new.requires_grad_(True)
+    loss, clipfrac = policy_loss(new, old, adv, torch.ones(1, 3), clip=0.2)
+    # token 0: max(-0.5·-1, -0.8·-1) = max(0.5, 0.8) = 0.8   (wrong form: -min(0.5, 0.8)·-1 = 0.5)
+    # token 1: max(-1.5·-2, -1.2·-2) = max(3.0, 2.4) = 3.0   (wrong form: -min(1.5, 1.2)·-2 = 2.4)
+    # token 2: max(0.9, 0.9) = 0.9
+    assert math.isclose(loss.item(), (0.8 + 3.0 + 0.9) / 3, rel_tol=1e-6)
+    assert math.isclose(clipfrac.item(), 2 / 3, rel_tol=1e-6)  # tokens 0 and 1 lie outside 1 ± 0.2
+    # the clipped token 0 gives no gradient; token 1 keeps -A·ρ/3 = 2·1.5/3 = 1.0, token 2: 1·0.9/3 = 0.3
+    loss.backward()
+    assert torch.allclose(new.grad, torch.tensor([[0.0, 1.0, 0.3]]), atol=1e-6)
