@@ -22,7 +22,7 @@ IMPROVEMENT, NON_IMPROVEMENT, GOLD = "improvement", "non_improvement", "gold"
 
 @dataclass(frozen=True)
 class Example:
-    """One training text in three segments, tokenised separately so that spans never blur across tokens:
+    """One training text in three segments (tokenised as one text; each token weighted by its segment):
 
     * ``prompt``: ``Q: ...\\nAnswer: Let's think step by step.{info}\\n`` (learned only if ``learn_prompt``);
     * ``answer``: the attempt's steps and a newline (weight 1; ``attempt_correct`` is False for an attempt the

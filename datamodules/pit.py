@@ -32,7 +32,7 @@ from transformers import PreTrainedTokenizerBase
 
 from datamodules.interaction_log import Episode, read_shard, write_shard
 from datamodules.preference import FOLDS, PreferenceSource, three_folds
-from datamodules.tokenizer import load_tokenizer, task_tokenizer
+from datamodules.tokenizer import encode_sections, load_tokenizer, task_tokenizer
 from datamodules.tripost import collate, length_grouped_batches
 
 TEMPLATE = "{x}\n\n### Original response:\n{y_ref}\n\n### Improved response:\n"
@@ -51,8 +51,9 @@ def policy_prompt(x: str) -> str:
 
 
 def scored_ids(tokenizer: PreTrainedTokenizerBase, x: str, y_ref: str, y: str) -> list[int]:
-    """``T(x, y_ref) + y`` as the reward model reads it (no EOS: the score is read at the last response token)."""
-    return tokenizer.encode(pit_prompt(x, y_ref), add_special_tokens=True) + tokenizer.encode(y, add_special_tokens=False)
+    """``T(x, y_ref) + y`` as the reward model reads it, tokenised as one text (no EOS: the score is read at the last
+    response token)."""
+    return tokenizer.encode(pit_prompt(x, y_ref) + y, add_special_tokens=True)
 
 
 def pair_of(episode: Episode) -> tuple[str, str, str]:
@@ -166,10 +167,11 @@ class PITDataModule(LightningDataModule):
         return {"input_ids": torch.tensor(ids), "loss_weights": torch.ones(len(ids))}
 
     def encode_sft(self, prompt: str, response: str) -> dict[str, torch.Tensor]:
-        """``T(x, y_ref) + y + EOS`` with loss weights 1 on the response and EOS, 0 on the prompt."""
-        p = self.tokenizer.encode(prompt, add_special_tokens=True)
-        r = self.tokenizer.encode(response, add_special_tokens=False) + [self.tokenizer.eos_token_id]
-        return {"input_ids": torch.tensor(p + r), "loss_weights": torch.tensor([0.0] * len(p) + [1.0] * len(r))}
+        """``T(x, y_ref) + y + EOS`` tokenised as one text, with loss weights 1 on the response and EOS, 0 on the
+        prompt."""
+        ids, owners = encode_sections(self.tokenizer, [prompt, response])
+        return {"input_ids": torch.tensor(ids + [self.tokenizer.eos_token_id]),
+                "loss_weights": torch.tensor([float(owner) for owner in owners] + [1.0])}
 
     def rm_items(self, episodes: Sequence[Episode]) -> list[list[dict[str, torch.Tensor]]]:
         """Per pair, the four encoded orderings (w,l), (w,w), (l,l), (l,w)."""
@@ -190,12 +192,11 @@ class PITDataModule(LightningDataModule):
     def encode_rollout(self, episode: Episode) -> dict[str, torch.Tensor]:
         """A buffer episode (reference, response; scores gap_reward, stopped) as ids, response mask [T-1], score."""
         x, y_ref, y = episode.prompt, episode.turns[0].text, episode.turns[1].text
-        p = self.tokenizer.encode(pit_prompt(x, y_ref), add_special_tokens=True)
-        r = self.tokenizer.encode(y, add_special_tokens=False)
+        ids, owners = encode_sections(self.tokenizer, [pit_prompt(x, y_ref), y])
+        weights = [float(owner) for owner in owners]
         if episode.scores.get("stopped", 1.0):
-            r = r + [self.tokenizer.eos_token_id]
-        weights = [0.0] * len(p) + [1.0] * len(r)
-        return {"input_ids": torch.tensor(p + r), "loss_weights": torch.tensor(weights),
+            ids, weights = ids + [self.tokenizer.eos_token_id], weights + [1.0]
+        return {"input_ids": torch.tensor(ids), "loss_weights": torch.tensor(weights),
                 "score": torch.tensor(float(episode.scores["gap_reward"]))}
 
     def _rl_loader(self) -> DataLoader:

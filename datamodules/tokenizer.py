@@ -2,7 +2,11 @@
 
 The trained tokenizer is saved as a normal Hugging Face folder (``tokenizer.model`` + ``tokenizer_config.json``),
 so ``AutoTokenizer.from_pretrained`` loads it and an exported model ships with it. Newlines are a piece of their
-own and no dummy prefix is added, so text tokenised in segments decodes back exactly.
+own and no dummy prefix is added.
+
+Training texts are tokenised as one text (``encode_sections``), never segment by segment: a tokenizer with a dummy
+prefix (Llama-1/2, Mistral) would start every segment with ``▁``, teaching the model ``\n Feedback:`` where it
+reads ``\nFeedback:`` at test time.
 """
 
 from __future__ import annotations
@@ -79,6 +83,28 @@ def task_tokenizer(folder: Path, corpus: Callable[[], list[str]], vocab_size: in
     if trainer is not None:
         trainer.strategy.barrier("task tokenizer")
     return load_tokenizer(folder)
+
+
+def encode_sections(tokenizer: PreTrainedTokenizerBase, sections: Sequence[str]) -> tuple[list[int], list[int]]:
+    """``"".join(sections)`` tokenised as one text (with the tokenizer's special tokens, e.g. BOS, as a prompt is
+    encoded for generation), and for every token the index of the section it belongs to.
+
+    A section's tokens are those the prefix up to its end tokenises to on its own, as long as they agree with the
+    whole text's; a token that spans a boundary (the prefix alone tokenises differently) goes to the later
+    section. So the first section's tokens are exactly the prompt a model is given at test time whenever the
+    tokenizer does not merge across its end (every tokenizer here, with prompts ending in a newline).
+    """
+    ids = tokenizer.encode("".join(sections), add_special_tokens=True)
+    owners, start = [], 0
+    for index in range(len(sections) - 1):
+        prefix = tokenizer.encode("".join(sections[: index + 1]), add_special_tokens=True)
+        end = start
+        while end < min(len(prefix), len(ids)) and prefix[end] == ids[end]:
+            end += 1
+        owners += [index] * (end - start)
+        start = end
+    owners += [len(sections) - 1] * (len(ids) - start)
+    return ids, owners
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:

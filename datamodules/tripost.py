@@ -30,7 +30,7 @@ from datamodules.examples import (
     split_turns,
 )
 from datamodules.interaction_log import read_shard, shard_path
-from datamodules.tokenizer import load_tokenizer, task_tokenizer
+from datamodules.tokenizer import encode_sections, load_tokenizer, task_tokenizer
 from tasks.base import Question, Task, correct_feedback
 
 
@@ -171,19 +171,18 @@ class TriPosTDataModule(LightningDataModule):
     # ---- tokenisation and batching ------------------------------------------------------------------------------
 
     def encode(self, example: Example) -> dict[str, torch.Tensor]:
-        """Token ids and per-token loss weights; segments are tokenised separately and concatenated.
+        """Token ids and per-token loss weights of the example's text, tokenised as one text (``encode_sections``)
+        so the ids are those the model reads and writes at test time, whatever the tokenizer.
 
         Weights: prompt 0 (1 with ``learn_prompt``), answer 1 (``wrong_attempt_weight`` if the teacher found it wrong),
-        self-improvement section ``w`` (1 for directly-correct and gold examples), EOS as its segment. The model's loss is ``sum(CE * w) / count(w > 0)``.
+        self-improvement section ``w`` (1 for directly-correct and gold examples), EOS as its segment. The model's
+        loss is ``sum(CE * w) / count(w > 0)``.
         """
-        tok = self.tokenizer
-        prompt = tok.encode(example.prompt, add_special_tokens=True)
-        answer = tok.encode(example.answer, add_special_tokens=False)
-        section = tok.encode(example.self_improve, add_special_tokens=False) + [tok.eos_token_id]
-        w = self.self_improve_weight if example.weighted else 1.0
-        a = 1.0 if example.attempt_correct else self.wrong_attempt_weight
-        weights = [float(self.learn_prompt)] * len(prompt) + [a] * len(answer) + [w] * len(section)
-        return {"input_ids": torch.tensor(prompt + answer + section), "loss_weights": torch.tensor(weights)}
+        ids, owners = encode_sections(self.tokenizer, [example.prompt, example.answer, example.self_improve])
+        section_weight = (float(self.learn_prompt), 1.0 if example.attempt_correct else self.wrong_attempt_weight,
+                          self.self_improve_weight if example.weighted else 1.0)
+        weights = [section_weight[owner] for owner in owners] + [section_weight[2]]
+        return {"input_ids": torch.tensor(ids + [self.tokenizer.eos_token_id]), "loss_weights": torch.tensor(weights)}
 
     def encoded_training_examples(self) -> list[dict[str, torch.Tensor]]:
         """The current iteration's examples, encoded; those longer than ``max_length`` are dropped, with a warning."""

@@ -251,9 +251,9 @@ class TriPosTModule(LightningModule):
         answer after error feedback; the next round re-prompts with the question and the latest attempt only.
         Stops on the "correct" marker, when the model writes no feedback or no update, or after ``max_rounds``."""
         tok = self.tokenizer
-        prompt_ids = [tok.encode(task.prompt(q), add_special_tokens=True) for q in questions]
+        prompts = [task.prompt(q) for q in questions]
         traces = [Trace() for _ in questions]
-        inputs, active = list(prompt_ids), list(range(len(questions)))
+        inputs, active = [tok.encode(p, add_special_tokens=True) for p in prompts], list(range(len(questions)))
         for round_ in range(max_rounds):
             if not active:
                 break
@@ -269,7 +269,8 @@ class TriPosTModule(LightningModule):
                 if feedback is None or CORRECT_MARKER in feedback or not updated:
                     continue
                 trace.attempts.append(updated)
-                inputs[i] = prompt_ids[i] + tok.encode(updated + "\n", add_special_tokens=False)
+                # one text, as training tokenises an attempt after its prompt (datamodules.tokenizer.encode_sections)
+                inputs[i] = tok.encode(prompts[i] + updated + "\n", add_special_tokens=True)
                 still_active.append(i)
             active = still_active
         for trace in traces:  # the last update may have had no round left for its feedback
@@ -304,7 +305,8 @@ def parse_generation(text: str) -> tuple[str, str | None, str | None]:
     ``Updated Answer:`` header line right after the feedback, up to any further ``Feedback:``. Generation that
     drifts into a new ``Q:`` is cut there.
     """
-    lines = [line.rstrip() for line in text.split("\n")]
+    # whitespace around a line never matters: a tokenizer may decode "\n▁Feedback" as "\n Feedback"
+    lines = [line.strip() for line in text.split("\n")]
     if any(line.startswith("Q:") for line in lines):
         lines = lines[: next(i for i, line in enumerate(lines) if line.startswith("Q:"))]
     header = next((i for i, line in enumerate(lines) if line.startswith(FEEDBACK_HEADER)), None)

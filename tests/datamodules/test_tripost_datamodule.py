@@ -105,3 +105,19 @@ def test_tokenizer_without_eos_or_pad_is_refused(tmp_path):
         load_tokenizer(_save_word_level(tmp_path / "no_pad", {"eos_token": "</s>"}))
     ok = load_tokenizer(_save_word_level(tmp_path / "ok", {"eos_token": "</s>", "pad_token": "<pad>"}))
     assert (ok.eos_token_id, ok.pad_token_id) == (3, 4)
+
+
+def test_examples_longer_than_max_length_are_dropped_with_a_count(tmp_path, ma_task, monkeypatch):
+    folder = _save_word_level(tmp_path / "tok", {"eos_token": "</s>", "pad_token": "<pad>"})
+    dm = TriPosTDataModule(ma_task, log_dir=str(tmp_path), max_length=5)
+    dm.tokenizer = load_tokenizer(folder)  # one token per word, no BOS: length = words + EOS
+    examples = [Example(GOLD, "a ", "b b", "", False, "four"),  # "a b b": 3 words + EOS = 4 tokens
+                Example(GOLD, "a ", "b b ", "a b", False, "six"),  # "a b b a b": 5 + EOS = 6 > 5, dropped
+                Example(GOLD, "a b ", "b ", "a", False, "five")]  # "a b b a": 4 + EOS = 5, kept (at the limit)
+    monkeypatch.setattr(dm, "training_examples", lambda: examples)
+    with pytest.warns(UserWarning) as warned:
+        kept = dm.encoded_training_examples()
+    # ids: a 0, b 1, </s> 3
+    assert [e["input_ids"].tolist() for e in kept] == [[0, 1, 1, 3], [0, 1, 1, 0, 3]]
+    assert [str(w.message) for w in warned] == [
+        "dropped 1 of 3 examples longer than max_length=5 tokens (raise --data.init_args.max_length to keep them)"]

@@ -21,6 +21,8 @@ def test_parse_generation():
     assert parse_generation(f"{ATT}\nFeedback: {ERR}\n{UPDATED}\n{FIX}\nFeedback: {OK}\nQ: 9 =") == (ATT, ERR, FIX)
     assert parse_generation(f"{ATT}\nQ: (5 + 5) =\nAnswer: ...") == (ATT, None, None)
     assert parse_generation(f"Feedback: {OK}") == ("", OK, None)
+    # a tokenizer may decode a line-initial piece with its space ("\n▁Feedback" -> "\n Feedback"): tolerated
+    assert parse_generation(f" {ATT}\n Feedback: {ERR}\n  {UPDATED}\n {FIX}") == (ATT, ERR, FIX)
 
 
 def test_schedule_stages():
