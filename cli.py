@@ -2,7 +2,8 @@
 
 LightningCLI in subclass mode: the YAML picks the LightningModule and DataModule by ``class_path`` (the plugin
 mechanism; there is no registry), their typed ``__init__`` arguments are the flags, and their docstrings are
-``--help``. ``--print_config`` shows the resolved config, ``--ckpt_path last`` resumes a run.
+``--help``. ``--print_config`` shows the resolved config, ``--ckpt_path last`` resumes a run. A pretrained
+``--model.init_args.model`` brings its own tokenizer: ``--data.init_args.tokenizer`` defaults to the same place.
 """
 
 from __future__ import annotations
@@ -19,8 +20,17 @@ from lightning.pytorch import LightningDataModule, LightningModule  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
 
+class SelfImproveCLI(LightningCLI):
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        model, data = config.model.init_args, config.data.init_args
+        # the model's own tokenizer unless the data names one (modules without a pretrained `model` have neither)
+        if model.get("model") is not None and "tokenizer" in data and data.tokenizer is None:
+            data.tokenizer = model.model
+
+
 def main(args: list[str] | None = None) -> LightningCLI:
-    return LightningCLI(
+    return SelfImproveCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,

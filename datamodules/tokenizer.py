@@ -108,19 +108,23 @@ def encode_sections(tokenizer: PreTrainedTokenizerBase, sections: Sequence[str])
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
-    """Load a tokenizer and check what training and batched generation need: an EOS and a pad token."""
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    """Load a tokenizer and check what training and batched generation need: an EOS, and a pad token (EOS when it
+    has none)."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except OSError as error:
+        raise FileNotFoundError(f"--data.init_args.tokenizer={str(path)!r} (by default the pretrained "
+                                f"--model.init_args.model) loads no tokenizer: give a hub name or a folder with the "
+                                f"tokenizer's files ({error})") from error
     if tokenizer.eos_token_id is None:
         raise ValueError(
             f"tokenizer at {path} has no EOS token: the model could not learn to stop. "
             "Use a tokenizer with an eos_token, or leave --data.init_args.tokenizer unset to train one on the task."
         )
     if tokenizer.pad_token_id is None:
-        raise ValueError(
-            f"tokenizer at {path} has no pad token, which batching needs. Save it with one "
-            "(tokenizer.pad_token = tokenizer.eos_token is fine here: loss masks come from lengths, not ids) "
-            "and point --data.init_args.tokenizer at that folder."
-        )
+        # Batches pad with EOS: attention masks and loss weights come from lengths, never from ids, so no new token
+        # (and no new, untrained embedding row) is needed; an EOS the model writes is still learned and honoured.
+        tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from peft import PeftModel
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel
 
@@ -54,8 +55,9 @@ def generate(
     results: list[Completion | None] = [None] * len(prompts)
     was_training = model.training
     model.eval()
-    own_config, model.generation_config = model.generation_config, GenerationConfig(eos_token_id=eos_token_id,
-                                                                                    pad_token_id=pad_token_id)
+    hf_model = model.get_base_model() if isinstance(model, PeftModel) else model  # LoRA: the config PEFT reads
+    own_config, hf_model.generation_config = hf_model.generation_config, GenerationConfig(eos_token_id=eos_token_id,
+                                                                                          pad_token_id=pad_token_id)
     bar = tqdm(total=len(prompts), desc=progress, leave=False, disable=progress is None)
     try:
         for start in range(0, len(order), batch_size):
@@ -68,7 +70,7 @@ def generate(
             bar.update(len(chunk))
     finally:
         bar.close()
-        model.generation_config = own_config
+        hf_model.generation_config = own_config
         model.train(was_training)
     return results  # type: ignore[return-value]
 

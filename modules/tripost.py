@@ -23,6 +23,7 @@ from feedback.editing import edit_traces
 from modules.common import TinyLlama, export_at_fit_end, tiny_llama_config
 from modules.distributed import generate_in_fit, shard_fsdp2
 from modules.generation import Completion
+from modules.pretrained import Dtype, LoRA, add_lora, check_dtype, load_pretrained
 from tasks.base import CORRECT_MARKER, FEEDBACK_HEADER, UPDATED_HEADER, Question, Task
 
 
@@ -54,9 +55,16 @@ class TriPosTModule(LightningModule):
     interaction logs on disk are reused, never regenerated.
 
     Args:
-        model: a Hugging Face causal LM (hub name or folder); None builds ``tiny`` from scratch with the
-            DataModule's tokenizer.
+        model: a Hugging Face causal LM (hub name or folder); its tokenizer comes from the same place unless
+            ``--data.init_args.tokenizer`` says otherwise. None builds ``tiny`` from scratch with the DataModule's
+            tokenizer.
         tiny: dimensions of the from-scratch model.
+        dtype: the pretrained weights' dtype (``auto``: as saved); train bfloat16 weights with
+            ``--trainer.precision=bf16-true`` or float32 ones with ``bf16-mixed``.
+        attn_implementation: passed to ``from_pretrained`` (``sdpa``, ``eager``, ``flash_attention_2``, ...).
+        model_kwargs: further ``from_pretrained`` keywords (e.g. ``{revision: main}``).
+        lora: train LoRA adapters (PEFT) instead of every weight; the export merges them and writes the adapter
+            alone to ``{export_dir}/adapter``.
         warmup_epochs: epochs of the ft-rationale stage before the first rollouts; 0 starts the iterations at once
             (give ``model`` an ft-rationale model, as the paper starts TriPosT from its ft-rationale checkpoint).
         epochs_per_iteration: epochs of training on each iteration's interaction log.
@@ -80,6 +88,10 @@ class TriPosTModule(LightningModule):
         self,
         model: str | None = None,
         tiny: TinyLlama | None = None,
+        dtype: Dtype = "float32",
+        attn_implementation: str | None = None,
+        model_kwargs: dict | None = None,
+        lora: LoRA | None = None,
         warmup_epochs: int = 4,
         epochs_per_iteration: int = 2,
         lr: float = 3e-3,
@@ -97,6 +109,7 @@ class TriPosTModule(LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.tiny = tiny or TinyLlama()
+        self.lora = lora  # the typed object (LightningCLI turns hparams into plain dicts)
         self.model: PreTrainedModel | None = None
         self.generated_tokens = 0  # by ``generate`` over all ranks, for rollout throughput
 
@@ -152,11 +165,16 @@ class TriPosTModule(LightningModule):
                     f"pretrained model {self.hparams.model!r} needs its own tokenizer: set "
                     f"--data.init_args.tokenizer={self.hparams.model}"
                 )
-            self.model = AutoModelForCausalLM.from_pretrained(self.hparams.model)
+            check_dtype(self.hparams.dtype, self.trainer.strategy.root_device, "--model.init_args.dtype")
+            self.model = load_pretrained(AutoModelForCausalLM, self.hparams.model, flag="--model.init_args.model",
+                                         dtype=self.hparams.dtype, attn_implementation=self.hparams.attn_implementation,
+                                         model_kwargs=self.hparams.model_kwargs)
             if len(tokenizer) > self.model.get_input_embeddings().num_embeddings:
                 self.model.resize_token_embeddings(len(tokenizer))
-        if self.hparams.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
+        if self.lora is not None:
+            self.model = add_lora(self.model, self.lora, "CAUSAL_LM", "--model.init_args.lora")
+        if self.hparams.gradient_checkpointing:  # non-reentrant: frozen embeddings (LoRA) give inputs no grad
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         shard_fsdp2(self, [self.model], cpu_offload=self.hparams.cpu_offload)
 
     def on_fit_end(self) -> None:
@@ -174,8 +192,9 @@ class TriPosTModule(LightningModule):
         return loss
 
     def configure_optimizers(self):
-        decay = [p for p in self.model.parameters() if p.ndim >= 2]
-        no_decay = [p for p in self.model.parameters() if p.ndim < 2]
+        trained = [p for p in self.model.parameters() if p.requires_grad]  # LoRA: the adapters only
+        decay = [p for p in trained if p.ndim >= 2]
+        no_decay = [p for p in trained if p.ndim < 2]
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=self.hparams.lr,

@@ -13,7 +13,9 @@ from jsonargparse import CLI
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from cli import main
+from lightning.pytorch import LightningDataModule, LightningModule
+
+from cli import SelfImproveCLI, main
 from datamodules.interaction_log import list_shards, read_shard
 from feedback.collect_rationales import collect
 
@@ -213,9 +215,76 @@ def test_fit_from_a_pretrained_folder(pretrained_dir, tmp_path):
     assert not torch.equal(exported.lm_head.weight, original.lm_head.weight)  # it trained
 
 
-def test_pretrained_model_without_its_tokenizer_is_refused(pretrained_dir, tmp_path):
-    with pytest.raises(ValueError, match="--data.init_args.tokenizer="):
-        main(tiny_args(tmp_path / "run", 3, f"--model.init_args.model={pretrained_dir}"))
+def test_a_pretrained_model_brings_its_own_tokenizer(pretrained_dir, tmp_path):
+    args = tiny_args(tmp_path / "run", 3, f"--model.init_args.model={pretrained_dir}")[1:]  # no subcommand: run=False
+    cli = SelfImproveCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                         args=args, run=False)
+    assert cli.datamodule.tokenizer_path == str(pretrained_dir)
+    other = tmp_path / "other_tokenizer"
+    cli = SelfImproveCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                         args=[*args, f"--data.init_args.tokenizer={other}"], run=False)
+    assert cli.datamodule.tokenizer_path == str(other)  # an explicit tokenizer wins
+
+
+def test_a_model_path_that_loads_nothing_names_the_flag(tmp_path, ma_tokenizer):
+    ma_tokenizer.save_pretrained(tmp_path / "tokenizer_only")  # a tokenizer, but no model
+    with pytest.raises(FileNotFoundError, match=r"--model.init_args.model='.*tokenizer_only' loads no Hugging Face model"):
+        main(tiny_args(tmp_path / "run", 3, f"--model.init_args.model={tmp_path / 'tokenizer_only'}"))
+    with pytest.raises(FileNotFoundError, match=r"--data.init_args.tokenizer='.*nowhere' \(by default the pretrained"):
+        main(tiny_args(tmp_path / "run2", 3, f"--model.init_args.model={tmp_path / 'nowhere'}"))
+
+
+def test_lora_that_matches_no_module_names_the_flag_and_the_layers(pretrained_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"--model.init_args.lora.target_modules=\['nope'\] matches no module.*"
+                                         r"'down_proj', .*'q_proj'"):
+        main(tiny_args(tmp_path / "run", 3, f"--model.init_args.model={pretrained_dir}",
+                       "--model.init_args.lora.target_modules=[nope]"))
+
+
+LORA = ["--model.init_args.lora.r=4", "--model.init_args.lora.alpha=8", "--model.init_args.lora.dropout=0.0",
+        "--model.init_args.lr=3e-2", "--model.init_args.iteration_lr=3e-2"]
+
+
+@pytest.mark.slow
+def test_lora_trains_only_adapters_and_exports_merged_weights_and_the_adapter(pretrained_dir, tmp_path):
+    from peft import PeftModel
+
+    run = tmp_path / "run"
+    main(tiny_args(run, 3, f"--model.init_args.model={pretrained_dir}", *LORA))
+    original = AutoModelForCausalLM.from_pretrained(pretrained_dir)
+    state = torch.load(run / "checkpoints/last.ckpt", weights_only=False)["state_dict"]
+    base = {k.removeprefix("model.base_model.model.").replace(".base_layer", ""): v for k, v in state.items()
+            if "lora_" not in k}
+    assert set(base) == set(original.state_dict())
+    assert all(torch.equal(v, original.state_dict()[k]) for k, v in base.items())  # the base is frozen
+    lora_b = [v for k, v in state.items() if "lora_B" in k]
+    assert len(lora_b) == 7 and all(v.abs().sum() > 0 for v in lora_b)  # 7 linear layers per block; they trained
+
+    exported = AutoModelForCausalLM.from_pretrained(run / "hf_model")  # plain transformers, no PEFT
+    assert not any("lora" in k for k in exported.state_dict())
+    ids = torch.tensor([[1, 5, 9, 13, 7, 21]])
+    assert (exported(ids).logits - original(ids).logits).abs().max() > 1e-3  # the merged adapters change the model
+    adapted = PeftModel.from_pretrained(original, run / "hf_model" / "adapter")  # the adapter on the original base
+    assert torch.allclose(exported(ids).logits, adapted(ids).logits, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_killed_lora_run_resumes_adapters_and_optimiser(pretrained_dir, tmp_path):
+    flags = [f"--model.init_args.model={pretrained_dir}", *LORA]
+    main(tiny_args(tmp_path / "whole", 3, *flags))
+    killed = tmp_path / "killed"
+    with pytest.raises(SystemExit, match="simulated kill"):
+        main(tiny_args(killed, 3, *flags, "--trainer.callbacks+=tests.helpers.CrashAtBatch",
+                       "--trainer.callbacks.epoch=2", "--trainer.callbacks.batch=1"))
+    main(tiny_args(killed, 3, *flags, "--ckpt_path=last"))
+    whole = torch.load(tmp_path / "whole/checkpoints/last.ckpt", weights_only=False)
+    resumed = torch.load(killed / "checkpoints/last.ckpt", weights_only=False)
+    adapters = [k for k in whole["state_dict"] if "lora_" in k]
+    assert adapters and max((resumed["state_dict"][k] - whole["state_dict"][k]).abs().max().item() for k in adapters) <= 1e-6
+    moments = [s["exp_avg"] for s in whole["optimizer_states"][0]["state"].values()]
+    assert len(moments) == len(adapters)  # AdamW holds state for the adapters only (A and B of each layer)
+    for mine, theirs in zip(resumed["optimizer_states"][0]["state"].values(), whole["optimizer_states"][0]["state"].values()):
+        assert torch.allclose(mine["exp_avg"], theirs["exp_avg"], atol=1e-6)
 
 
 def test_max_epochs_must_be_whole_iterations(tmp_path):

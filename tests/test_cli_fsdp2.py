@@ -14,7 +14,7 @@ import pytest
 
 from datamodules.interaction_log import list_shards, read_shard
 from tests.helpers import assert_export_holds
-from tests.test_cli import REPO, tiny_args
+from tests.test_cli import LORA, REPO, pretrained_dir, tiny_args  # noqa: F401 - pretrained_dir is a fixture
 from tests.test_cli_pit import shrunk
 
 FSDP2 = ["--trainer.strategy=lightning.pytorch.strategies.ModelParallelStrategy",
@@ -45,6 +45,22 @@ def test_tripost_under_fsdp2_resumes_and_ranks_end_identical(tmp_path):
     ranks = [json.loads((digests / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0] == ranks[1] and ranks[0]["iteration"] == 2
     assert_export_holds(run / "hf_model", ranks[0]["sums"])
+
+
+@pytest.mark.slow
+def test_tripost_lora_under_fsdp2_ranks_end_identical(pretrained_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    run, digests = tmp_path / "run", tmp_path / "digests"
+    cli(*tiny_args(run, 3, *FSDP2, f"--model.init_args.model={pretrained_dir}", *LORA,
+                   "--trainer.callbacks+=tests.helpers.WeightsDigest", f"--trainer.callbacks.folder={digests}"))
+    ranks = [json.loads((digests / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1] and ranks[0]["iteration"] == 1  # warm-up, then one iteration of two epochs
+    adapters = {name: value for name, value in ranks[0]["sums"].items() if "lora_B" in name}
+    assert len(adapters) == 7 and all(value != 0 for value in adapters.values())
+    exported = AutoModelForCausalLM.from_pretrained(run / "hf_model").state_dict()  # merged from the gathered shards
+    assert not any("lora" in name for name in exported)
+    assert (run / "hf_model" / "adapter" / "adapter_model.safetensors").is_file()
 
 
 @pytest.mark.slow

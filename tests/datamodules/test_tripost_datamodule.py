@@ -98,11 +98,11 @@ def _save_word_level(tmp_path, special):
     return tmp_path
 
 
-def test_tokenizer_without_eos_or_pad_is_refused(tmp_path):
+def test_a_tokenizer_without_eos_is_refused_and_one_without_pad_pads_with_eos(tmp_path):
     with pytest.raises(ValueError, match="no EOS token"):
         load_tokenizer(_save_word_level(tmp_path / "no_eos", {"pad_token": "<pad>"}))
-    with pytest.raises(ValueError, match="no pad token"):
-        load_tokenizer(_save_word_level(tmp_path / "no_pad", {"eos_token": "</s>"}))
+    no_pad = load_tokenizer(_save_word_level(tmp_path / "no_pad", {"eos_token": "</s>"}))
+    assert (no_pad.eos_token_id, no_pad.pad_token_id, len(no_pad)) == (3, 3, 5)  # no new token, no new embedding row
     ok = load_tokenizer(_save_word_level(tmp_path / "ok", {"eos_token": "</s>", "pad_token": "<pad>"}))
     assert (ok.eos_token_id, ok.pad_token_id) == (3, 4)
 

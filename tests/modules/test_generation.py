@@ -92,3 +92,16 @@ def test_a_checkpoints_generation_config_changes_neither_greedy_nor_sampling(opi
     observed = torch.bincount(torch.tensor([c.tokens[0] if c.tokens else EOS for c in samples]), minlength=8) / 3000
     assert torch.allclose(observed, expected, atol=0.03), (observed, expected)
     assert model.generation_config.temperature == 0.6  # the checkpoint's own config is left as it was
+
+
+def test_a_lora_wrapped_checkpoint_keeps_its_settings_out_too(opinionated_model):
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(opinionated_model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    try:
+        prompts = [[3, 4, 5], [7, 7, 6]]
+        greedy = generate(model, prompts, eos_token_id=EOS, pad_token_id=PAD, max_new_tokens=8)
+        # LoRA's B starts at zero: the wrapped model decodes as the base does
+        assert [(c.tokens, c.stopped) for c in greedy] == [greedy_by_hand(opinionated_model, p, 8) for p in prompts]
+    finally:
+        model.unload()  # the module-scoped model goes back unwrapped
