@@ -23,10 +23,10 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
-from peft import PeftModel
 from transformers import PreTrainedModel
 
 from modules.generation import Completion, generate
+from modules.pretrained import unwrapped
 
 
 def is_sharded(trainer: Trainer | None) -> bool:
@@ -55,8 +55,7 @@ def shard_fsdp2(module: LightningModule, models: Sequence[torch.nn.Module], cpu_
     if cpu_offload:
         options["offload_policy"] = CPUOffloadPolicy()
     for model in models:
-        if isinstance(model, PeftModel):  # LoRA: generate calls the wrapped HF model, so it must be the unit's root
-            model = model.get_base_model()
+        model = unwrapped(model)  # LoRA: generate calls the wrapped HF model, so it must be the unit's root
         layer_names = set(getattr(model, "_no_split_modules", None) or [])
         for sub in model.modules():
             if type(sub).__name__ in layer_names:

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from peft import PeftModel
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel
+
+from modules.pretrained import unwrapped
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def generate(
     results: list[Completion | None] = [None] * len(prompts)
     was_training = model.training
     model.eval()
-    hf_model = model.get_base_model() if isinstance(model, PeftModel) else model  # LoRA: the config PEFT reads
+    hf_model = unwrapped(model)  # LoRA: PEFT generates with the wrapped model's config
     own_config, hf_model.generation_config = hf_model.generation_config, GenerationConfig(eos_token_id=eos_token_id,
                                                                                           pad_token_id=pad_token_id)
     bar = tqdm(total=len(prompts), desc=progress, leave=False, disable=progress is None)

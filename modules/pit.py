@@ -31,6 +31,7 @@ from datamodules.pit import pair_of, pit_prompt, policy_prompt
 from feedback.base import Judge
 from modules.common import TinyLlama, export_at_fit_end, tiny_llama_config, warmup_cosine_schedule
 from modules.distributed import generate_in_fit, shard_fsdp2
+from modules.pretrained import Dtype, LoRA, add_lora, check_dtype, load_pretrained
 from modules.ppo import entropy, gae, masked_mean, policy_loss, shaped_rewards, token_logprobs, value_loss, whiten
 from modules.tripost import weighted_lm_loss
 
@@ -40,8 +41,13 @@ class PITPolicy(LightningModule):
 
     Args:
         stage: ``sft`` or ``rl``.
-        model: a Hugging Face causal LM path (the RL stage: the SFT stage's export); None builds ``tiny``.
+        model: a Hugging Face causal LM (hub name or folder; the RL stage: the SFT stage's export); None builds
+            ``tiny``.
         tiny: dimensions of the from-scratch model.
+        dtype, attn_implementation, model_kwargs: ``from_pretrained`` options for ``model`` and
+            ``original_policy`` (see ``modules.tripost.TriPosTModule``).
+        lora: train LoRA adapters (PEFT) instead of every weight (the value head trains whole). In RL the frozen KL
+            reference is then the same model with its adapters disabled, not a second copy.
         lr: peak learning rate (warm-up then cosine to 10%; constant in RL).
         weight_decay: AdamW weight decay.
         kl_coef: β, the per-token KL penalty to the frozen SFT policy.
@@ -64,7 +70,8 @@ class PITPolicy(LightningModule):
     """
 
     def __init__(self, stage: Literal["sft", "rl"] = "sft", model: str | None = None, tiny: TinyLlama | None = None,
-                 lr: float = 3e-3, weight_decay: float = 0.0, kl_coef: float = 0.05,
+                 dtype: Dtype = "float32", attn_implementation: str | None = None, model_kwargs: dict | None = None,
+                 lora: LoRA | None = None, lr: float = 3e-3, weight_decay: float = 0.0, kl_coef: float = 0.05,
                  clip: float = 0.2, value_clip: float = 0.2, vf_coef: float = 0.1, gamma: float = 1.0,
                  lam: float = 0.95, round1_epochs: int = 2, original_policy: str | None = None,
                  max_new_tokens: int = 48, temperature: float = 1.0, generation_batch_size: int = 64,
@@ -73,6 +80,7 @@ class PITPolicy(LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.tiny = tiny or TinyLlama()
+        self.lora = lora  # the typed object (LightningCLI turns hparams into plain dicts)
         self.model: PreTrainedModel | None = None
         self.value_head: torch.nn.Linear | None = None
         self._frozen: dict[str, PreTrainedModel] = {}  # not a submodule: not trained, not in checkpoints
@@ -112,16 +120,20 @@ class PITPolicy(LightningModule):
         if self.hparams.model is None:
             self.model = LlamaForCausalLM(tiny_llama_config(self.tiny, tok))
         else:
-            self.model = AutoModelForCausalLM.from_pretrained(self.hparams.model)
+            check_dtype(self.hparams.dtype, self.trainer.strategy.root_device, "--model.init_args.dtype")
+            self.model = self._load(self.hparams.model, "--model.init_args.model")
         if self.hparams.stage == "rl":
             if self.hparams.model is None:
                 raise ValueError("the rl stage starts from the SFT policy: set --model.init_args.model to its export")
-            self._frozen["reference"] = AutoModelForCausalLM.from_pretrained(self.hparams.model).eval().requires_grad_(False)
+            if self.lora is None:  # with LoRA the reference is the policy with its adapters disabled
+                self._frozen["reference"] = self._load(self.hparams.model, "--model.init_args.model").eval().requires_grad_(False)
             self.value_head = torch.nn.Linear(self.model.config.hidden_size, 1)
             torch.nn.init.zeros_(self.value_head.weight)
             torch.nn.init.zeros_(self.value_head.bias)
-        if self.hparams.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
+        if self.lora is not None:
+            self.model = add_lora(self.model, self.lora, "CAUSAL_LM", "--model.init_args.lora")
+        if self.hparams.gradient_checkpointing:  # non-reentrant: frozen embeddings (LoRA) give inputs no grad
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         shard_fsdp2(self, [self.model] + ([self.value_head] if self.value_head is not None else []),
                     cpu_offload=self.hparams.cpu_offload)
 
@@ -133,10 +145,18 @@ class PITPolicy(LightningModule):
                 raise ValueError(f"epochs after round1_epochs={self.hparams.round1_epochs} are round 2, whose references "
                                  "come from the original policy: set --model.init_args.original_policy")
 
-    @property
-    def reference(self) -> PreTrainedModel:
-        """The frozen SFT policy of the KL penalty (reloaded from ``model``; kept out of checkpoints)."""
-        return self._frozen["reference"]
+    def _load(self, path: str, flag: str) -> PreTrainedModel:
+        return load_pretrained(AutoModelForCausalLM, path, flag=flag, dtype=self.hparams.dtype,
+                               attn_implementation=self.hparams.attn_implementation,
+                               model_kwargs=self.hparams.model_kwargs)
+
+    def reference_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Log-probs [B, T-1] of the frozen SFT policy of the KL penalty: the policy with its LoRA adapters disabled,
+        or a copy reloaded from ``model`` (kept out of checkpoints)."""
+        if self.lora is not None:
+            with self.model.disable_adapter():
+                return self._forward(self.model, batch, values=False)[1]
+        return self._forward(self._frozen["reference"], batch, values=False)[1]
 
     def on_fit_start(self) -> None:
         if self._frozen:
@@ -169,7 +189,7 @@ class PITPolicy(LightningModule):
         path = rollout_dir / "references_round2.jsonl"
         strategy = self.trainer.strategy
         if not strategy.broadcast(path.exists()):  # every rank samples its share, rank 0 writes, all read
-            original = AutoModelForCausalLM.from_pretrained(self.hparams.original_policy).to(self.device)
+            original = self._load(self.hparams.original_policy, "--model.init_args.original_policy").to(self.device)
             samples = self.respond([policy_prompt(x) for x, _ in pairs], self.hparams.temperature, original, "round-2 refs")
             if self.trainer.is_global_zero:
                 write_shard(path, [Episode(id=f"{e.id}/ref2", task=e.task, iteration=iteration, prompt=x,
@@ -263,7 +283,7 @@ class PITPolicy(LightningModule):
                     continue  # later ppo_epochs passes repeat the batches
                 batch = {k: v.to(self.device) for k, v in batch.items()}
                 _, old_logprobs, old_values = self._forward(self.model, batch, values=True)
-                _, ref_logprobs, _ = self._forward(self.reference, batch, values=False)
+                ref_logprobs = self.reference_logprobs(batch)
                 mask = batch["response_mask"]
                 rewards, kl = shaped_rewards(batch["score"], old_logprobs, ref_logprobs, mask, self.hparams.kl_coef)
                 advantages, returns = gae(rewards, old_values * mask, mask, self.hparams.gamma, self.hparams.lam)
@@ -303,7 +323,8 @@ class PITPolicy(LightningModule):
         return loss
 
     def configure_optimizers(self):
-        params = list(self.model.parameters()) + (list(self.value_head.parameters()) if self.value_head else [])
+        params = [p for p in self.model.parameters() if p.requires_grad]  # LoRA: the adapters only
+        params += list(self.value_head.parameters()) if self.value_head else []
         optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         if self.hparams.stage == "rl":
             return optimizer

@@ -24,6 +24,7 @@ from transformers import AutoModelForSequenceClassification, LlamaForSequenceCla
 
 from modules.common import TinyLlama, export_at_fit_end, tiny_llama_config, warmup_cosine_schedule
 from modules.distributed import shard_fsdp2
+from modules.pretrained import Dtype, LoRA, add_lora, check_dtype, load_pretrained, unwrapped
 
 #: the five ordered comparisons (better, worse) of the gap loss, by index into (r_wl, r_ww, r_ll, r_lw)
 ORDERINGS = {"wl>ww": (0, 1), "wl>ll": (0, 2), "wl>lw": (0, 3), "ww>lw": (1, 3), "ll>lw": (2, 3)}
@@ -51,9 +52,11 @@ class PITRewardModel(LightningModule):
     """R_PIT: a causal-LM backbone with a scalar head over ``T(x, y_ref) + y``, trained with the gap loss.
 
     Args:
-        model: a Hugging Face model path for the backbone (loaded as a sequence classifier with one label);
-            None builds ``tiny`` from scratch with the DataModule's tokenizer.
+        model: a Hugging Face model (hub name or folder) for the backbone, loaded as a sequence classifier with
+            one label (a new score head); None builds ``tiny`` from scratch with the DataModule's tokenizer.
         tiny: dimensions of the from-scratch backbone.
+        dtype, attn_implementation, model_kwargs: ``from_pretrained`` options (see ``modules.tripost.TriPosTModule``).
+        lora: train LoRA adapters (PEFT) on the backbone and the whole score head, instead of every weight.
         lr: peak learning rate (the paper: 3e-4).
         weight_decay: AdamW weight decay.
         warmup_ratio: share of training spent warming the learning rate up, then cosine decay to 10%.
@@ -61,11 +64,14 @@ class PITRewardModel(LightningModule):
             ``{trainer.log_dir}/reward_model``. The PIT policy's RL stage loads it from there.
     """
 
-    def __init__(self, model: str | None = None, tiny: TinyLlama | None = None, lr: float = 3e-4,
+    def __init__(self, model: str | None = None, tiny: TinyLlama | None = None, dtype: Dtype = "float32",
+                 attn_implementation: str | None = None, model_kwargs: dict | None = None, lora: LoRA | None = None,
+                 lr: float = 3e-4,
                  weight_decay: float = 0.0, warmup_ratio: float = 0.1, export_dir: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.tiny = tiny or TinyLlama()
+        self.lora = lora  # the typed object (LightningCLI turns hparams into plain dicts)
         self.model = None
         self.val_metrics = torch.nn.ModuleDict({name.replace(">", "_gt_"): MeanMetric() for name in [*ORDERINGS, "pairwise"]})
 
@@ -76,13 +82,20 @@ class PITRewardModel(LightningModule):
         if self.hparams.model is None:
             self.model = LlamaForSequenceClassification(tiny_llama_config(self.tiny, tok, num_labels=1))
         else:
-            self.model = AutoModelForSequenceClassification.from_pretrained(self.hparams.model, num_labels=1)
+            check_dtype(self.hparams.dtype, self.trainer.strategy.root_device, "--model.init_args.dtype")
+            self.model = load_pretrained(AutoModelForSequenceClassification, self.hparams.model,
+                                         flag="--model.init_args.model", dtype=self.hparams.dtype,
+                                         attn_implementation=self.hparams.attn_implementation,
+                                         model_kwargs=self.hparams.model_kwargs, num_labels=1)
             self.model.config.pad_token_id = tok.pad_token_id
-        shard_fsdp2(self, [self.model.base_model, self.model.score])  # gap_rewards calls these two, not the model
+        if self.lora is not None:  # SEQ_CLS: PEFT trains the new score head whole
+            self.model = add_lora(self.model, self.lora, "SEQ_CLS", "--model.init_args.lora")
+        classifier = unwrapped(self.model)
+        shard_fsdp2(self, [classifier.base_model, classifier.score])  # gap_rewards calls these two, not the model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Gap rewards [B] of right-padded sequences [B, T] (read at the last real token, whatever the pad id)."""
-        return gap_rewards(self.model, input_ids, attention_mask)
+        return gap_rewards(unwrapped(self.model), input_ids, attention_mask)
 
     def _rewards(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self(batch["input_ids"], batch["attention_mask"]).view(-1, 4)  # [B, 4]: wl, ww, ll, lw
@@ -108,7 +121,8 @@ class PITRewardModel(LightningModule):
             metric.reset()
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        trained = [p for p in self.model.parameters() if p.requires_grad]  # LoRA: adapters and the score head
+        optimizer = torch.optim.AdamW(trained, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         return warmup_cosine_schedule(optimizer, self.trainer.estimated_stepping_batches, self.hparams.warmup_ratio)
 
     def on_fit_end(self) -> None:

@@ -59,6 +59,14 @@ def load_pretrained(auto_class, name_or_path: str, *, flag: str, dtype: Dtype = 
         ) from error
 
 
+def unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    """The Hugging Face model inside a PEFT wrapper (adapters injected), or ``model`` itself: what ``generate`` and
+    a sequence classifier's parts run, so FSDP units and generation settings belong there."""
+    from peft import PeftModel
+
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
 def check_dtype(dtype: Dtype, device: torch.device, flag: str) -> None:
     """Refuse bfloat16 weights on a GPU that has no bfloat16 arithmetic (before Ampere)."""
     if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():

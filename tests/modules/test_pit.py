@@ -3,6 +3,7 @@
 import math
 from types import SimpleNamespace
 
+import pytest
 import torch
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.plugins import Precision
@@ -14,6 +15,7 @@ from datamodules.interaction_log import read_shard
 from datamodules.pit import PITDataModule, pit_prompt
 from datamodules.tripost import collate
 from modules.pit import PITPolicy
+from modules.pretrained import LoRA
 from tests.modules.test_pit_reward import ToyPreferences
 
 
@@ -69,30 +71,52 @@ def count_forwards(monkeypatch) -> list[bool]:
     return calls
 
 
-def test_one_ppo_epoch_moves_the_policy_toward_the_rewarded_answer(tmp_path, ma_tokenizer, monkeypatch):
-    tok = ma_tokenizer
-    forwards = count_forwards(monkeypatch)
+def ppo_epoch_on_the_buffer(tmp_path, tok, **policy_args):
+    """One PPO epoch of a tiny pretrained policy on ``BufferData``; the policy before training is returned too."""
     prompt_ids = tok.encode("Q: (1 + 2) =\n", add_special_tokens=True)
     a_id, b_id = tok.convert_tokens_to_ids("1"), tok.convert_tokens_to_ids("2")
     path = tiny_policy_folder(tmp_path, tok)
-    policy = PITPolicy(stage="rl", model=path, lr=1e-2, kl_coef=0.0, round1_epochs=1, export_dir=str(tmp_path / "out"))
-    data = BufferData(tok, prompt_ids, a_id, b_id)
-    before = LlamaForCausalLM.from_pretrained(path)
+    policy = PITPolicy(stage="rl", model=path, kl_coef=0.0, round1_epochs=1, export_dir=str(tmp_path / "out"),
+                       **policy_args)
     trainer = Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, reload_dataloaders_every_n_epochs=1,
                       num_sanity_val_steps=0, limit_val_batches=0)
-    trainer.fit(policy, datamodule=data)
+    trainer.fit(policy, datamodule=BufferData(tok, prompt_ids, a_id, b_id))
+    return policy, trainer, prompt_ids, a_id, b_id, LlamaForCausalLM.from_pretrained(path)
+
+
+def test_one_ppo_epoch_moves_the_policy_toward_the_rewarded_answer(tmp_path, ma_tokenizer, monkeypatch):
+    forwards = count_forwards(monkeypatch)
+    policy, trainer, prompt_ids, a_id, b_id, before = ppo_epoch_on_the_buffer(tmp_path, ma_tokenizer, lr=1e-2)
     up = next_token_logprob(policy.model, prompt_ids, a_id) - next_token_logprob(before, prompt_ids, a_id)
     down = next_token_logprob(policy.model, prompt_ids, b_id) - next_token_logprob(before, prompt_ids, b_id)
     assert up > 0.1 and down < -0.1, (up, down)
     # the frozen reference did not move, and the buffer was scored once per minibatch (2), not per pass (4)
-    assert next_token_logprob(policy.reference, prompt_ids, a_id) == next_token_logprob(before, prompt_ids, a_id)
+    assert next_token_logprob(policy._frozen["reference"], prompt_ids, a_id) == next_token_logprob(before, prompt_ids, a_id)
     assert sorted(policy._buffer) == [0, 1]
     # the loader yields 2 minibatches x 2 passes: reference forwards 2 (not 4); policy 2 for the buffer + 4 steps
     assert forwards.count(False) == 2 and forwards.count(True) == 2 + 4
     metrics = trainer.callback_metrics
     assert {"ppo/clip_fraction", "ppo/value_loss", "ppo/entropy", "ppo/kl", "ppo/reward"} <= set(metrics)
     assert abs(float(metrics["ppo/reward"])) < 1e-6  # half +1, half -1
+
+
+def test_with_lora_the_kl_reference_is_the_policy_with_its_adapters_disabled(tmp_path, ma_tokenizer, monkeypatch):
+    forwards = count_forwards(monkeypatch)
+    policy, _, prompt_ids, a_id, _, before = ppo_epoch_on_the_buffer(tmp_path, ma_tokenizer, lr=5e-2,
+                                                                      lora=LoRA(r=4, alpha=16, dropout=0.0))
+    assert policy._frozen == {}  # no second copy of the model
+    trained = {name for name, p in policy.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in name or name.startswith("value_head.") for name in trained)
+    up = next_token_logprob(policy.model, prompt_ids, a_id) - next_token_logprob(before, prompt_ids, a_id)
+    assert up > 0.01, up  # the adapters learned
+    with policy.model.disable_adapter():  # the reference: exactly the SFT policy it started from
+        assert next_token_logprob(policy.model, prompt_ids, a_id) == pytest.approx(
+            next_token_logprob(before, prompt_ids, a_id), abs=1e-6)
+    assert forwards.count(False) == 2  # the reference scored the buffer once per minibatch, through the policy
+    exported = LlamaForCausalLM.from_pretrained(tmp_path / "out")  # merged: the trained policy without PEFT
+    assert next_token_logprob(exported, prompt_ids, a_id) == pytest.approx(
+        next_token_logprob(policy.model, prompt_ids, a_id), abs=1e-5)
 
 
 def test_the_curriculum_switches_from_dataset_to_original_policy_references(tmp_path):

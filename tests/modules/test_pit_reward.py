@@ -114,3 +114,42 @@ def test_the_ll_and_lw_rows_enter_the_loss_as_no_change_and_degradation(tmp_path
     model.validation_step(batch, 0)
     accuracy = {name: model.val_metrics[name.replace(">", "_gt_")].compute().item() for name in ORDERINGS}
     assert accuracy == {"wl>ww": 1.0, "wl>ll": 1.0, "wl>lw": 0.0, "ww>lw": 0.0, "ll>lw": 0.0}
+
+
+def test_a_lora_reward_model_trains_adapters_and_the_score_head_and_its_export_scores_the_same(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from datamodules.pit import PITDataModule, scored_ids
+    from datamodules.tripost import collate
+    from feedback.reward_model import RewardModelJudge
+    from modules.pit_reward import gap_rewards
+    from modules.pretrained import LoRA, unwrapped
+
+    torch.manual_seed(0)
+    first = PITDataModule(ToyPreferences(), stage="rm", log_dir=str(tmp_path), vocab_size=350, batch_size=8)
+    first.setup("fit")  # trains the task tokenizer; a "pretrained" causal LM is saved with it
+    tok = first.tokenizer
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
+                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "backbone")
+    tok.save_pretrained(tmp_path / "backbone")
+    data = PITDataModule(ToyPreferences(), stage="rm", log_dir=str(tmp_path), tokenizer=str(tmp_path / "backbone"),
+                         vocab_size=350, batch_size=8)
+    model = PITRewardModel(model=str(tmp_path / "backbone"), lora=LoRA(r=4, alpha=8, dropout=0.0), lr=1e-2,
+                           export_dir=str(tmp_path / "rm"))
+    trainer = Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=data)
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert {name for name in trained if "lora_" not in name} == {"model.base_model.model.score.modules_to_save.default.weight"}
+    frozen = LlamaForCausalLM.from_pretrained(tmp_path / "backbone").model.layers[0].self_attn.q_proj.weight
+    assert torch.equal(unwrapped(model.model).model.layers[0].self_attn.q_proj.base_layer.weight, frozen)
+
+    items = [("Rate item 3.", " poor", " great"), ("Rate item 7.", " fine", " awful")]
+    batch = collate([{"input_ids": torch.tensor(scored_ids(tok, *item)), "loss_weights": torch.zeros(len(scored_ids(tok, *item)))}
+                     for item in items], tok.pad_token_id)
+    with torch.no_grad():
+        in_training = gap_rewards(unwrapped(model.model), batch["input_ids"], batch["attention_mask"]).tolist()
+    exported = RewardModelJudge(str(tmp_path / "rm"), device="cpu").score(items)  # plain transformers, merged
+    assert exported == pytest.approx(in_training, abs=1e-5) and in_training[0] != in_training[1]
