@@ -16,7 +16,8 @@ An episode (schema version 1)::
                {"role": "feedback", "text": "Step (1) to step (4) are correct. ...", "by": "script"}],
      "outcome": "improved", "reason": null, "scores": {}}
 
-Turn texts carry no headers: an ``attempt`` / ``improvement`` is the numbered steps, a ``feedback`` is the text
+A turn a policy sampled may carry ``"tokens"``, the ids it generated (EOS included when it stopped), so RL trains
+on exactly those instead of re-tokenising the text. Turn texts carry no headers: an ``attempt`` / ``improvement`` is the numbered steps, a ``feedback`` is the text
 after ``Feedback: ``. The answer header of an improvement ("Updated Answer: ...") is derived from the prompt's last
 line, so logs stay self-contained: training text can be rebuilt from a log without the task.
 """
@@ -50,6 +51,9 @@ class Turn:
     role: str
     text: str
     by: str
+    #: the token ids a policy sampled for this turn (EOS included when it stopped), so RL trains on exactly them;
+    #: None for text from anywhere else. Written only when set.
+    tokens: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,8 @@ class Episode:
 
     def to_json(self) -> str:
         record = {"schema": SCHEMA_VERSION, **asdict(self)}
-        record["turns"] = [asdict(turn) for turn in self.turns]
+        record["turns"] = [{k: v for k, v in asdict(turn).items() if k != "tokens" or v is not None}
+                           for turn in self.turns]
         return json.dumps(record, ensure_ascii=False)
 
 
@@ -177,12 +182,17 @@ def _check_fields(record: dict) -> None:
 
 
 def _parse_turn(index: int, turn: object) -> Turn:
-    if not isinstance(turn, dict) or set(turn) != {"role", "text", "by"}:
-        raise LogError(f"turn {index} must be an object with exactly the keys 'role', 'text', 'by'")
+    if not isinstance(turn, dict) or not {"role", "text", "by"} <= set(turn) <= {"role", "text", "by", "tokens"}:
+        raise LogError(f"turn {index} must be an object with the keys 'role', 'text', 'by' (and optionally 'tokens')")
     if turn["role"] not in ROLES:
         raise LogError(f"turn {index}: role {turn['role']!r} is not one of {list(ROLES)}")
     if not isinstance(turn["text"], str) or not isinstance(turn["by"], str):
         raise LogError(f"turn {index}: 'text' and 'by' must be strings")
+    tokens = turn.get("tokens")
+    if tokens is not None:
+        if not (isinstance(tokens, list) and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in tokens)):
+            raise LogError(f"turn {index}: 'tokens' must be a list of token ids (integers >= 0)")
+        turn = {**turn, "tokens": tuple(tokens)}
     return Turn(**turn)
 
 

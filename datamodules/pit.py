@@ -190,12 +190,18 @@ class PITDataModule(LightningDataModule):
         return self._loader(train=False)
 
     def encode_rollout(self, episode: Episode) -> dict[str, torch.Tensor]:
-        """A buffer episode (reference, response; scores gap_reward, stopped) as ids, response mask [T-1], score."""
-        x, y_ref, y = episode.prompt, episode.turns[0].text, episode.turns[1].text
-        ids, owners = encode_sections(self.tokenizer, [pit_prompt(x, y_ref), y])
-        weights = [float(owner) for owner in owners]
-        if episode.scores.get("stopped", 1.0):
-            ids, weights = ids + [self.tokenizer.eos_token_id], weights + [1.0]
+        """A buffer episode (reference, response; scores gap_reward, stopped) as ids, response mask [T-1], score.
+        A response the policy sampled keeps its own token ids (EOS included when it stopped), after the prompt's
+        ids as generation encoded it; text from elsewhere is tokenised with the prompt as one text."""
+        x, y_ref, response = episode.prompt, episode.turns[0].text, episode.turns[1]
+        if response.tokens is not None:
+            prompt = self.tokenizer.encode(pit_prompt(x, y_ref), add_special_tokens=True)
+            ids, weights = prompt + list(response.tokens), [0.0] * len(prompt) + [1.0] * len(response.tokens)
+        else:
+            ids, owners = encode_sections(self.tokenizer, [pit_prompt(x, y_ref), response.text])
+            weights = [float(owner) for owner in owners]
+            if episode.scores.get("stopped", 1.0):
+                ids, weights = ids + [self.tokenizer.eos_token_id], weights + [1.0]
         return {"input_ids": torch.tensor(ids), "loss_weights": torch.tensor(weights),
                 "score": torch.tensor(float(episode.scores["gap_reward"]))}
 

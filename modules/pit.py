@@ -30,7 +30,8 @@ from datamodules.interaction_log import Episode, Turn, read_shard, write_shard
 from datamodules.pit import pair_of, pit_prompt, policy_prompt
 from feedback.base import Judge
 from modules.common import TinyLlama, export_at_fit_end, tiny_llama_config, warmup_cosine_schedule
-from modules.distributed import generate_in_fit, shard_fsdp2
+from modules.distributed import generate_in_fit, generation_context, shard_fsdp2
+from modules.generation import Completion
 from modules.pretrained import Dtype, LoRA, add_lora, check_dtype, load_pretrained
 from modules.ppo import entropy, gae, masked_mean, policy_loss, shaped_rewards, token_logprobs, value_loss, whiten
 from modules.tripost import weighted_lm_loss
@@ -167,14 +168,20 @@ class PITPolicy(LightningModule):
 
     # ---- generation ----------------------------------------------------------------------------------------------
 
+    def sample(self, prompts: list[str], temperature: float, model: PreTrainedModel | None = None,
+               progress: str | None = None) -> list[Completion]:
+        """A completion (token ids, stopped) for each prompt, sampled from ``model`` (default: the policy). Under a
+        distributed strategy every rank must call this with the same prompts: each generates a share and all get
+        every answer."""
+        tok = self.tokenizer
+        return generate_in_fit(self, [tok.encode(p, add_special_tokens=True) for p in prompts], temperature, model,
+                               progress)
+
     def respond(self, prompts: list[str], temperature: float, model: PreTrainedModel | None = None,
                 progress: str | None = None) -> list[tuple[str, bool]]:
-        """``(text, stopped)`` for each prompt, sampled from ``model`` (default: the policy). Under a distributed
-        strategy every rank must call this with the same prompts: each generates a share and all get every answer."""
-        tok = self.tokenizer
-        completions = generate_in_fit(self, [tok.encode(p, add_special_tokens=True) for p in prompts], temperature,
-                                      model, progress)
-        return [(tok.decode(c.tokens, skip_special_tokens=True), c.stopped) for c in completions]
+        """``(text, stopped)`` for each prompt (``sample``, decoded)."""
+        return [(self.tokenizer.decode(c.tokens, skip_special_tokens=True), c.stopped)
+                for c in self.sample(prompts, temperature, model, progress)]
 
     def improve(self, pairs: list[tuple[str, str]], temperature: float) -> list[str]:
         """One PIT step for each ``(x, y_ref)``: the improved response."""
@@ -208,7 +215,7 @@ class PITPolicy(LightningModule):
         fold = datamodule.rl_fold()
         pairs = self.references(iteration, datamodule.rollout_dir, fold)
         start, tokens = time.perf_counter(), self.generated_tokens
-        responses = self.respond([pit_prompt(x, y) for x, y in pairs], rollouts.temperature, progress=f"rollouts it{iteration}")
+        responses = self.sample([pit_prompt(x, y) for x, y in pairs], rollouts.temperature, progress=f"rollouts it{iteration}")
         seconds = time.perf_counter() - start
         rollouts.record("time/generation_s", seconds)
         rollouts.record("rollouts/tokens_per_s", (self.generated_tokens - tokens) / seconds)  # all ranks together
@@ -217,20 +224,24 @@ class PITPolicy(LightningModule):
     def feedback(self, datamodule, iteration: int, samples, rollouts) -> list[Episode]:
         """Score each improvement with the judge (gap reward) and, where the task has one, the exact score; the
         episodes are the next epoch's PPO buffer (rank 0 only)."""
-        judge, (fold, pairs, responses) = rollouts.teacher, samples
+        judge, (fold, pairs, completions) = rollouts.teacher, samples
+        tok = self.tokenizer
+        # the text exactly as sampled (a leading space kept), and the ids themselves for PPO: nothing re-tokenised
+        texts = [tok.decode(c.tokens, skip_special_tokens=True) for c in completions]
         start = time.perf_counter()
-        gaps = judge.score([(x, y_ref, y.strip()) for (x, y_ref), (y, _) in zip(pairs, responses)])
+        gaps = judge.score([(x, y_ref, y) for (x, y_ref), y in zip(pairs, texts)])
         no_change = self._no_change_rewards(judge, pairs)
         rollouts.record("time/scoring_s", time.perf_counter() - start)
         by = "dataset" if self.round_of(iteration) == 1 else "original_policy"
         episodes = []
-        for e, (x, y_ref), (y, stopped), gap, base in zip(fold, pairs, responses, gaps, no_change):
-            scores = {"gap_reward": gap, "reference_gap": base, "stopped": float(stopped)}
+        for e, (x, y_ref), y, completion, gap, base in zip(fold, pairs, texts, completions, gaps, no_change):
+            scores = {"gap_reward": gap, "reference_gap": base, "stopped": float(completion.stopped)}
+            sampled = tuple(completion.tokens) + ((tok.eos_token_id,) if completion.stopped else ())
             quality = [datamodule.preferences.score(x, y_ref), datamodule.preferences.score(x, y.strip())]
             if quality[0] is not None:
                 scores["quality"] = quality
             episodes.append(Episode(id=f"{e.id}/it{iteration}", task=e.task, iteration=iteration, prompt=x,
-                                    turns=(Turn("reference", y_ref, by), Turn("response", y.strip(), "policy")),
+                                    turns=(Turn("reference", y_ref, by), Turn("response", y, "policy", sampled)),
                                     outcome="improved" if gap > base else "failed", scores=scores))
         self._log_rollouts(episodes, iteration, rollouts.record)
         return episodes
@@ -276,7 +287,9 @@ class PITPolicy(LightningModule):
             return
         self._buffer = {}
         stats = {"reward": [], "kl": [], "length": []}
-        with torch.no_grad():
+        # as training_step runs: under the precision's autocast (else bf16-mixed ratios start off 1) and, under
+        # FSDP1, with the root's parameters gathered (these forwards bypass the wrapped root's forward)
+        with torch.no_grad(), generation_context(self.trainer):
             for batch in self.trainer.train_dataloader:
                 key = int(batch["index"])
                 if key in self._buffer:

@@ -10,6 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from cli import main
 from datamodules.interaction_log import read_shard
+from datamodules.tokenizer import load_tokenizer
 from modules.pit import PITPolicy
 from tasks.constrained_lists import score
 
@@ -64,6 +65,11 @@ def test_pit_stages_run_through_the_cli_and_leave_logs_models_and_metrics(tmp_pa
     assert {e.turns[0].by for e in first} == {"dataset"} and {e.turns[0].by for e in second} == {"original_policy"}
     assert all({"gap_reward", "reference_gap", "quality"} <= set(e.scores) for e in first + second)
     assert len(read_shard(rollouts / "references_round2.jsonl")) == 12
+    tok = load_tokenizer(root / "rl" / "hf_model")
+    for e in first + second:  # the buffer keeps the ids the policy sampled: PPO trains on exactly those
+        response = e.turns[1]
+        assert tok.decode(response.tokens, skip_special_tokens=True) == response.text
+        assert (response.tokens[-1] == tok.eos_token_id) == bool(e.scores["stopped"])
 
     events = EventAccumulator(str(root / "rl")).Reload()
     scalars = set(events.Tags()["scalars"])

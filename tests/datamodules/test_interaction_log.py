@@ -70,6 +70,10 @@ def test_failed_write_leaves_nothing(tmp_path):
         (lambda r: json.dumps({**r, "turns": [{**r["turns"][0], "role": "critique"}]}), "role 'critique' is not one of"),
         (lambda r: json.dumps({**r, "turns": r["turns"][:3]}), "must end with a feedback turn"),
         (lambda r: json.dumps({**r, "turns": [r["turns"][1], r["turns"][0]]}), "first turn must be an 'attempt'"),
+        (lambda r: json.dumps({**r, "turns": [{**r["turns"][0], "tokens": [5, "a"]}, *r["turns"][1:]]}),
+         "turn 0: 'tokens' must be a list of token ids"),
+        (lambda r: json.dumps({**r, "turns": [{**r["turns"][0], "ids": [5]}, *r["turns"][1:]]}),
+         "turn 0 must be an object with the keys 'role', 'text', 'by' (and optionally 'tokens')"),
     ],
 )
 def test_corrupt_lines_name_file_and_line(tmp_path, mutate, message):

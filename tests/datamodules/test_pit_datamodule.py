@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from datamodules.interaction_log import Episode, Turn, write_shard
+from datamodules.interaction_log import Episode, Turn, read_shard, write_shard
 from datamodules.pit import PITDataModule, pit_prompt
 from datamodules.preference import HHRLHF
 
@@ -91,3 +91,27 @@ def test_reward_model_rows_per_pair_are_wl_ww_ll_lw(tmp_path):
             row.format(x=x, ref=l, resp=l),  # (l, l): no change, the rejected reply as its own reference
             row.format(x=x, ref=w, resp=l),  # (l, w): y_w degraded into y_l, the smallest gap
         ], texts[4 * k : 4 * k + 4]
+
+
+def test_a_sampled_response_is_trained_on_its_own_token_ids(tmp_path):
+    data = PITDataModule(HHRLHF(source=hh_file(tmp_path / "hh.jsonl")), stage="rl", log_dir=str(tmp_path / "run"),
+                         vocab_size=400, batch_size=4)
+    data.setup("fit")
+    tok = data.tokenizer
+    x, y_ref = f"{H} q?{A}", " No."
+    # ids a policy might sample for " Yes." that tokenising the text would never give: one piece per character
+    sampled = tuple(tok.convert_tokens_to_ids(list("▁Yes."))) + (tok.eos_token_id,)
+    assert list(sampled[:-1]) != tok.encode(" Yes.", add_special_tokens=False)
+    episode = Episode(id="e", task="hh_rlhf", iteration=1, prompt=x, outcome="improved",
+                      turns=(Turn("reference", y_ref, "dataset"), Turn("response", " Yes.", "policy", sampled)),
+                      scores={"gap_reward": 1.0, "reference_gap": 0.0, "stopped": 1.0})
+    write_shard(tmp_path / "buffer.jsonl", [episode])
+    (again,) = read_shard(tmp_path / "buffer.jsonl")
+    assert again.turns[1].tokens == sampled  # the log keeps them
+    encoded = data.encode_rollout(again)
+    prompt = tok.encode(pit_prompt(x, y_ref), add_special_tokens=True)  # as generation encoded it
+    assert encoded["input_ids"].tolist() == prompt + list(sampled)
+    assert encoded["loss_weights"].tolist() == [0.0] * len(prompt) + [1.0] * len(sampled)
+    # a response from elsewhere (no ids) is tokenised with its prompt as one text, EOS added when it stopped
+    text_only = Episode(**{**episode.__dict__, "turns": (episode.turns[0], Turn("response", " Yes.", "policy"))})
+    assert data.encode_rollout(text_only)["input_ids"].tolist() == tok.encode(pit_prompt(x, y_ref) + " Yes.") + [tok.eos_token_id]

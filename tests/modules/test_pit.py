@@ -43,12 +43,15 @@ class BufferData(LightningDataModule):
         return DataLoader(self.batches + self.batches[::-1], batch_size=None)
 
 
-def tiny_policy_folder(tmp_path, tokenizer, name="sft"):
+def tiny_policy_folder(tmp_path, tokenizer, name="sft", logit_scale=1.0):
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                          num_attention_heads=2, max_position_embeddings=256, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id)
-    LlamaForCausalLM(config).save_pretrained(tmp_path / name)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(logit_scale)  # large logits: precision differences show in the log-probs
+    model.save_pretrained(tmp_path / name)
     tokenizer.save_pretrained(tmp_path / name)
     return str(tmp_path / name)
 
@@ -71,16 +74,16 @@ def count_forwards(monkeypatch) -> list[bool]:
     return calls
 
 
-def ppo_epoch_on_the_buffer(tmp_path, tok, **policy_args):
+def ppo_epoch_on_the_buffer(tmp_path, tok, precision="32-true", logit_scale=1.0, **policy_args):
     """One PPO epoch of a tiny pretrained policy on ``BufferData``; the policy before training is returned too."""
     prompt_ids = tok.encode("Q: (1 + 2) =\n", add_special_tokens=True)
     a_id, b_id = tok.convert_tokens_to_ids("1"), tok.convert_tokens_to_ids("2")
-    path = tiny_policy_folder(tmp_path, tok)
+    path = tiny_policy_folder(tmp_path, tok, logit_scale=logit_scale)
     policy = PITPolicy(stage="rl", model=path, kl_coef=0.0, round1_epochs=1, export_dir=str(tmp_path / "out"),
                        **policy_args)
     trainer = Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, reload_dataloaders_every_n_epochs=1,
-                      num_sanity_val_steps=0, limit_val_batches=0)
+                      num_sanity_val_steps=0, limit_val_batches=0, precision=precision)
     trainer.fit(policy, datamodule=BufferData(tok, prompt_ids, a_id, b_id))
     return policy, trainer, prompt_ids, a_id, b_id, LlamaForCausalLM.from_pretrained(path)
 
@@ -117,6 +120,22 @@ def test_with_lora_the_kl_reference_is_the_policy_with_its_adapters_disabled(tmp
     exported = LlamaForCausalLM.from_pretrained(tmp_path / "out")  # merged: the trained policy without PEFT
     assert next_token_logprob(exported, prompt_ids, a_id) == pytest.approx(
         next_token_logprob(policy.model, prompt_ids, a_id), abs=1e-5)
+
+
+def test_under_bf16_mixed_the_first_minibatch_starts_at_ratio_one(tmp_path, ma_tokenizer, monkeypatch):
+    import modules.pit
+
+    calls, original = [], modules.pit.policy_loss
+
+    def recording(logprobs, old_logprobs, advantages, mask, clip):
+        loss, clip_fraction = original(logprobs, old_logprobs, advantages, mask, clip)
+        calls.append((torch.exp(logprobs.detach() - old_logprobs)[mask > 0], float(clip_fraction)))
+        return loss, clip_fraction
+
+    monkeypatch.setattr(modules.pit, "policy_loss", recording)
+    ppo_epoch_on_the_buffer(tmp_path, ma_tokenizer, precision="bf16-mixed", logit_scale=200.0, lr=1e-2)
+    ratio, clip_fraction = calls[0]  # before any update the policy is the one that scored the buffer
+    assert (ratio - 1).abs().max() < 1e-3 and clip_fraction == 0.0, (ratio, clip_fraction)
 
 
 def test_the_curriculum_switches_from_dataset_to_original_policy_references(tmp_path):
