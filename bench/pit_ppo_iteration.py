@@ -2,18 +2,26 @@
 
     python bench/pit_ppo_iteration.py                         # tiny random policy and reward model, 256 prompts
     python bench/pit_ppo_iteration.py --prompts 512 --hidden-size 256 --num-layers 6 --max-new-tokens 48
+    python bench/pit_ppo_iteration.py --compare-lora 16 --hidden-size 512 --num-layers 8   # memory: LoRA vs full
 
 A real ``Trainer`` runs ``--epochs`` RL epochs of ``modules.pit.PITPolicy`` with ``callbacks.rollouts.OnlineRollouts``
 and the reward-model judge on the synthetic task. Per iteration: generation (the policy samples improvements of
 the references, KV cache), scoring (the reward model scores rollouts and references), optimisation (old/reference
 log-probs, values and GAE over the buffer, then ``ppo_epochs`` passes of minibatch updates). The first iteration's
 rollouts happen before training (in ``on_train_start``); the figures are the means over the measured epochs.
+
+``--compare-lora R`` runs the same RL stage twice, each in a process of its own (full fine-tuning, then LoRA of rank
+R), and prints their parameters held (policy, value head and, for full fine-tuning, the frozen KL reference copy),
+parameters trained and peak RSS side by side: with LoRA the reference is the policy with its adapters disabled.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import resource
+import subprocess
 import sys
 import tempfile
 import warnings
@@ -30,6 +38,7 @@ from datamodules.pit import PITDataModule  # noqa: E402
 from datamodules.preference import ConstrainedLists  # noqa: E402
 from feedback.reward_model import RewardModelJudge  # noqa: E402
 from modules.pit import PITPolicy  # noqa: E402
+from modules.pretrained import LoRA  # noqa: E402
 
 
 class Times(Callback):
@@ -52,7 +61,12 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--ppo-epochs", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--lora-r", type=int, default=0, help="> 0: the policy trains LoRA adapters of this rank")
+    p.add_argument("--compare-lora", type=int, default=0, metavar="R", help="full vs LoRA rank R, a process each")
+    p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # a child of --compare-lora
     args = p.parse_args()
+    if args.compare_lora:
+        return compare_lora(args)
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
@@ -70,7 +84,8 @@ def main() -> None:
         LlamaForCausalLM(LlamaConfig(**config)).save_pretrained(f"{tmp}/policy")
         LlamaForSequenceClassification(LlamaConfig(**config, num_labels=1)).save_pretrained(f"{tmp}/rm")
         tok.save_pretrained(f"{tmp}/rm")
-        policy = PITPolicy(stage="rl", model=f"{tmp}/policy", round1_epochs=args.epochs,
+        lora = LoRA(r=args.lora_r, alpha=2 * args.lora_r, dropout=0.0) if args.lora_r else None
+        policy = PITPolicy(stage="rl", model=f"{tmp}/policy", lora=lora, round1_epochs=args.epochs,
                            max_new_tokens=args.max_new_tokens, export_dir=f"{tmp}/out")
         times, rollouts = Times(), OnlineRollouts(teacher=RewardModelJudge(f"{tmp}/rm"), temperature=1.0)
         trainer = Trainer(max_epochs=args.epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
@@ -78,18 +93,44 @@ def main() -> None:
                           num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=tmp,
                           callbacks=[times, rollouts])
         trainer.fit(policy, datamodule=data)
+        held = [policy.model, policy.value_head, *policy._frozen.values()]  # the frozen reference: full only
+        params = {"held": sum(p.numel() for m in held for p in m.parameters()),
+                  "trained": sum(p.numel() for p in policy.parameters() if p.requires_grad)}
 
     rounds = rollouts.history  # one rollout round per iteration (the first before training)
     parts = {"generation": sum(r["time/generation_s"] for r in rounds) / len(rounds),
              "scoring": sum(r["time/scoring_s"] for r in rounds) / len(rounds),
              "optimisation": sum(times.optimisation) / len(times.optimisation)}
     total = sum(parts.values())
+    if args.json:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+        print(json.dumps({**params, "peak_rss_mb": peak_mb, "iteration_s": total}))
+        return
     print(f"PIT PPO iteration: {args.prompts} prompts, tiny Llama h{h} x{n}, {args.max_new_tokens} new tokens, "
           f"ppo_epochs {args.ppo_epochs}, {args.threads} threads; mean of {len(rounds)} iterations")
     print(f"{'part':>13} {'seconds':>8} {'fraction':>8}")
     for name, seconds in parts.items():
         print(f"{name:>13} {seconds:>8.2f} {seconds / total:>8.1%}")
     print(f"{'total':>13} {total:>8.2f}")
+
+
+def compare_lora(args) -> None:
+    """The RL stage with full fine-tuning and with LoRA, each in a fresh process (peak RSS is per process)."""
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+             if k not in ("compare_lora", "lora_r", "json")]
+    rows = {}
+    for name, rank in (("full", 0), (f"LoRA r={args.compare_lora}", args.compare_lora)):
+        out = subprocess.run([sys.executable, __file__, *flags, f"--lora-r={rank}", "--json"], check=True,
+                             capture_output=True, text=True).stdout
+        rows[name] = json.loads(out.strip().splitlines()[-1])
+    print(f"PIT RL stage: tiny Llama h{args.hidden_size} x{args.num_layers}, {args.prompts} prompts, "
+          f"{args.epochs} iterations, {args.threads} threads; one process each")
+    print(f"{'':>10} {'params held':>12} {'trained':>12} {'peak RSS MB':>12} {'iteration s':>12}")
+    for name, r in rows.items():
+        print(f"{name:>10} {r['held'] / 1e6:>11.2f}M {r['trained'] / 1e6:>11.3f}M {r['peak_rss_mb']:>12.0f} "
+              f"{r['iteration_s']:>12.2f}")
+    full, lora = rows.values()
+    print(f"LoRA / full: params held {lora['held'] / full['held']:.2f}, peak RSS {lora['peak_rss_mb'] / full['peak_rss_mb']:.2f}")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,13 @@
 
     python bench/tripost_throughput.py                        # tiny Llama of the default config, CPU
     python bench/tripost_throughput.py --hidden-size 256 --num-layers 8 --repeats 5
+    python bench/tripost_throughput.py --lora-r 16               # LoRA: ours vs a plain PEFT loop
 
 Training: a real ``lightning.Trainer`` fitting ``TriPosTModule`` ("ours") against a minimal loop with the same
 AdamW param groups, ``weighted_lm_loss``, clip 1.0 ("plain"); same initial weights, same length-grouped gold
-batches; tokens/s counts non-pad tokens over the steps after ``--warmup`` warm-up steps. Rollouts:
+batches; tokens/s counts non-pad tokens over the steps after ``--warmup`` warm-up steps. With ``--lora-r``, both
+train the same PEFT LoRA adapters (all linear layers, same seed) on the frozen model: ours through
+``TriPosTModule``'s ``lora``, plain as the PEFT documentation's loop (AdamW over the trainable parameters). Rollouts:
 ``modules.generation.generate`` ("ours") against one ``model.generate`` call on the same left-padded batch
 ("plain"), and ``TriPosTModule.self_improve`` (1 round) on the same prompts; tokens/s counts generated tokens up
 to and including EOS. Runs alternate ours / plain (A B A B); the figure is the ratio of the medians.
@@ -36,6 +39,7 @@ from bench.plain_loop import adamw, train_step  # noqa: E402
 from datamodules.tripost import TriPosTDataModule, collate, length_grouped_batches  # noqa: E402
 from modules.common import tiny_llama_config  # noqa: E402
 from modules.generation import generate, left_pad  # noqa: E402
+from modules.pretrained import LoRA, add_lora  # noqa: E402
 from modules.tripost import TinyLlama, TriPosTModule  # noqa: E402
 from tasks import MultistepArithmetic  # noqa: E402
 
@@ -91,16 +95,22 @@ def build(args):
     return task, questions[: args.rollout_prompts], tok, batches, config, init, prompts, tiny
 
 
-def fresh_model(config, init) -> LlamaForCausalLM:
+def fresh_model(config, init, lora_r: int = 0):
+    """The model with the initial weights; with ``lora_r``, wrapped in seeded LoRA adapters (the same every call)."""
     model = LlamaForCausalLM(config)
     model.load_state_dict(init)
+    if lora_r:
+        torch.manual_seed(1)
+        model = add_lora(model, LoRA(r=lora_r, alpha=2 * lora_r, dropout=0.0), "CAUSAL_LM", "--lora-r")
     return model
 
 
 def run_ours(args, tok, batches, config, init, tiny) -> tuple[float, TriPosTModule]:
-    module = TriPosTModule(tiny=tiny, warmup_epochs=1, epochs_per_iteration=1, max_new_tokens=args.max_new_tokens,
-                           generation_batch_size=args.rollout_prompts, export_dir=str(Path(args.tmp) / "export"))
-    module.model = fresh_model(config, init)  # same weights as plain; configure_model keeps a model already set
+    lora = LoRA(r=args.lora_r, alpha=2 * args.lora_r, dropout=0.0) if args.lora_r else None
+    module = TriPosTModule(tiny=tiny, lora=lora, warmup_epochs=1, epochs_per_iteration=1,
+                           max_new_tokens=args.max_new_tokens, generation_batch_size=args.rollout_prompts,
+                           export_dir=str(Path(args.tmp) / "export"))
+    module.model = fresh_model(config, init, args.lora_r)  # as plain's; configure_model keeps a model already set
     clock = StepClock()
     trainer = Trainer(accelerator="cpu", devices=1, max_steps=args.steps, max_epochs=module.hparams.warmup_epochs,
                       reload_dataloaders_every_n_epochs=1, gradient_clip_val=1.0, logger=False, callbacks=[clock],
@@ -112,7 +122,7 @@ def run_ours(args, tok, batches, config, init, tiny) -> tuple[float, TriPosTModu
 
 
 def run_plain(args, batches, config, init) -> float:
-    model = fresh_model(config, init)
+    model = fresh_model(config, init, args.lora_r)
     model.train()
     optimizer = adamw(model, lr=3e-3)
     stamps, tokens = [], []
@@ -184,6 +194,7 @@ def main() -> None:
     p.add_argument("--rollout-prompts", type=int, default=64, help="prompts, generated as one batch")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy; > 0: pure sampling, seeded")
+    p.add_argument("--lora-r", type=int, default=0, help="> 0: train LoRA adapters of this rank (ours vs plain PEFT)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -198,9 +209,12 @@ def main() -> None:
         task, questions, tok, batches, config, init, prompts, tiny = build(args)
         real = sum(int(b["attention_mask"].sum()) for b in batches)
         pad = 1 - real / sum(b["attention_mask"].numel() for b in batches)
-        params = sum(p.numel() for p in fresh_model(config, init).parameters())
+        model = fresh_model(config, init, args.lora_r)
+        params = sum(p.numel() for p in model.parameters())
+        trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
         print(f"model: hidden {args.hidden_size}, {args.num_layers} layers, vocab {len(tok)}, "
-              f"{params / 1e6:.2f}M params; threads {args.threads}")
+              f"{params / 1e6:.2f}M params ({trained / 1e6:.3f}M trained{', LoRA r=%d' % args.lora_r if args.lora_r else ''}); "
+              f"threads {args.threads}")
         print(f"training: {args.steps} steps ({args.warmup} untimed) of batch {args.batch_size}, "
               f"mean length {statistics.mean(b['input_ids'].shape[1] for b in batches):.0f}, {pad:.1%} padding")
 

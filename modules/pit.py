@@ -32,8 +32,8 @@ from feedback.base import Judge
 from modules.common import TinyLlama, export_at_fit_end, tiny_llama_config, warmup_cosine_schedule
 from modules.distributed import generate_in_fit, generation_context, shard_fsdp2
 from modules.generation import Completion
-from modules.pretrained import Dtype, LoRA, add_lora, check_dtype, load_pretrained
 from modules.ppo import entropy, gae, masked_mean, policy_loss, shaped_rewards, token_logprobs, value_loss, whiten
+from modules.pretrained import Dtype, LoRA, add_lora, check_dtype, load_pretrained
 from modules.tripost import weighted_lm_loss
 
 

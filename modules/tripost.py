@@ -60,7 +60,7 @@ class TriPosTModule(LightningModule):
             tokenizer.
         tiny: dimensions of the from-scratch model.
         dtype: the pretrained weights' dtype (``auto``: as saved); train bfloat16 weights with
-            ``--trainer.precision=bf16-true`` or float32 ones with ``bf16-mixed``.
+            ``--trainer.precision=bf16-mixed`` (LoRA adapters stay float32) or ``bf16-true``.
         attn_implementation: passed to ``from_pretrained`` (``sdpa``, ``eager``, ``flash_attention_2``, ...).
         model_kwargs: further ``from_pretrained`` keywords (e.g. ``{revision: main}``).
         lora: train LoRA adapters (PEFT) instead of every weight; the export merges them and writes the adapter

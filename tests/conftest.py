@@ -31,3 +31,16 @@ def ma_tokenizer(ma_task, tmp_path_factory):
 
     corpus = [ma_task.prompt(q) + ma_task.gold_rationale(q) for q in ma_task.questions("train")]
     return train_sentencepiece(corpus, vocab_size=400, out_dir=tmp_path_factory.mktemp("tok"))
+
+
+@pytest.fixture
+def pretrained_dir(ma_tokenizer, tmp_path):
+    """A Hugging Face folder (model + tokenizer), as a user's own pretrained checkpoint would be."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=len(ma_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=ma_tokenizer.pad_token_id,
+                         eos_token_id=ma_tokenizer.eos_token_id, bos_token_id=ma_tokenizer.bos_token_id)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "pretrained")
+    ma_tokenizer.save_pretrained(tmp_path / "pretrained")
+    return tmp_path / "pretrained"

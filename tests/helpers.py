@@ -80,3 +80,27 @@ class LearningRates(Callback):
         from pathlib import Path
 
         Path(self.path).write_text(json.dumps(self.rows))
+
+
+GREEDY_PROMPT = ("Q: ((1 + 2) * 3) =\nAnswer: Let's think step by step. Recall that the order of operations is "
+                 "parentheses first.\n")
+
+
+class GreedyTokens(Callback):
+    """Writes the in-training policy's greedy completion of ``GREEDY_PROMPT`` (token ids) to ``{path}`` (JSON) at fit
+    end, before the module exports it. (The prompt is fixed here: a multi-line string does not survive a CLI flag.)"""
+
+    def __init__(self, path: str, max_new_tokens: int = 24) -> None:
+        self.path, self.prompt, self.max_new_tokens = path, GREEDY_PROMPT, max_new_tokens
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        import json
+        from pathlib import Path
+
+        from modules.generation import generate
+
+        tok = trainer.datamodule.tokenizer
+        (completion,) = generate(pl_module.model, [tok.encode(self.prompt, add_special_tokens=True)],
+                                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                                 max_new_tokens=self.max_new_tokens)
+        Path(self.path).write_text(json.dumps(completion.tokens))

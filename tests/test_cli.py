@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 from jsonargparse import CLI
+from lightning.pytorch import LightningDataModule, LightningModule
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForCausalLM, AutoTokenizer
-
-from lightning.pytorch import LightningDataModule, LightningModule
 
 from cli import SelfImproveCLI, main
 from datamodules.interaction_log import list_shards, read_shard
@@ -187,19 +186,6 @@ def test_the_trainer_drives_each_stages_warm_up_and_cosine_at_its_own_peak(tmp_p
         [4e-3 * max(k / n, 1e-3) * 0.5 * (1 + math.cos(math.pi * k / (2 * n))) for k in range(n)])
     assert [row[3] for row in second] == pytest.approx(
         [4e-3 * 0.5 * (1 + math.cos(math.pi * (0.5 + k / (2 * n)))) for k in range(n)])
-
-
-@pytest.fixture
-def pretrained_dir(ma_tokenizer, tmp_path):
-    """A Hugging Face folder (model + tokenizer), as a user's own pretrained checkpoint would be."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(vocab_size=len(ma_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=ma_tokenizer.pad_token_id,
-                         eos_token_id=ma_tokenizer.eos_token_id, bos_token_id=ma_tokenizer.bos_token_id)
-    LlamaForCausalLM(config).save_pretrained(tmp_path / "pretrained")
-    ma_tokenizer.save_pretrained(tmp_path / "pretrained")
-    return tmp_path / "pretrained"
 
 
 @pytest.mark.slow

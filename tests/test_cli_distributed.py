@@ -7,7 +7,7 @@ import pytest
 from cli import main
 from datamodules.interaction_log import list_shards, read_shard
 from tests.helpers import assert_export_holds
-from tests.test_cli import LORA, pretrained_dir, tiny_args  # noqa: F401 - pretrained_dir is a fixture
+from tests.test_cli import LORA, tiny_args
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import pytest
 
 from datamodules.interaction_log import list_shards, read_shard
 from tests.helpers import assert_export_holds
-from tests.test_cli import LORA, REPO, pretrained_dir, tiny_args  # noqa: F401 - pretrained_dir is a fixture
+from tests.test_cli import LORA, REPO, tiny_args
 from tests.test_cli_pit import shrunk
 
 FSDP2 = ["--trainer.strategy=lightning.pytorch.strategies.ModelParallelStrategy",
