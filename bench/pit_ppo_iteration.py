@@ -12,7 +12,8 @@ rollouts happen before training (in ``on_train_start``); the figures are the mea
 
 ``--compare-lora R`` runs the same RL stage twice, each in a process of its own (full fine-tuning, then LoRA of rank
 R), and prints their parameters held (policy, value head and, for full fine-tuning, the frozen KL reference copy),
-parameters trained and peak RSS side by side: with LoRA the reference is the policy with its adapters disabled.
+parameters trained and peak RSS (at the end of training, and after the fit-end export) side by side: with LoRA the
+reference is the policy with its adapters disabled.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class Times(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.optimisation.append(pl_module.optimisation_s)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.training_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB; before export
 
 
 def main() -> None:
@@ -104,7 +108,8 @@ def main() -> None:
     total = sum(parts.values())
     if args.json:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-        print(json.dumps({**params, "peak_rss_mb": peak_mb, "iteration_s": total}))
+        print(json.dumps({**params, "training_rss_mb": times.training_peak_mb, "peak_rss_mb": peak_mb,
+                          "iteration_s": total}))
         return
     print(f"PIT PPO iteration: {args.prompts} prompts, tiny Llama h{h} x{n}, {args.max_new_tokens} new tokens, "
           f"ppo_epochs {args.ppo_epochs}, {args.threads} threads; mean of {len(rounds)} iterations")
@@ -125,12 +130,13 @@ def compare_lora(args) -> None:
         rows[name] = json.loads(out.strip().splitlines()[-1])
     print(f"PIT RL stage: tiny Llama h{args.hidden_size} x{args.num_layers}, {args.prompts} prompts, "
           f"{args.epochs} iterations, {args.threads} threads; one process each")
-    print(f"{'':>10} {'params held':>12} {'trained':>12} {'peak RSS MB':>12} {'iteration s':>12}")
+    print(f"{'':>10} {'params held':>12} {'trained':>12} {'RSS training':>13} {'RSS w/ export':>14} {'iteration s':>12}")
     for name, r in rows.items():
-        print(f"{name:>10} {r['held'] / 1e6:>11.2f}M {r['trained'] / 1e6:>11.3f}M {r['peak_rss_mb']:>12.0f} "
-              f"{r['iteration_s']:>12.2f}")
+        print(f"{name:>10} {r['held'] / 1e6:>11.2f}M {r['trained'] / 1e6:>11.3f}M {r['training_rss_mb']:>10.0f} MB "
+              f"{r['peak_rss_mb']:>11.0f} MB {r['iteration_s']:>12.2f}")
     full, lora = rows.values()
-    print(f"LoRA / full: params held {lora['held'] / full['held']:.2f}, peak RSS {lora['peak_rss_mb'] / full['peak_rss_mb']:.2f}")
+    print(f"LoRA / full: params held {lora['held'] / full['held']:.2f}, peak RSS in training "
+          f"{lora['training_rss_mb'] / full['training_rss_mb']:.2f}, with the export {lora['peak_rss_mb'] / full['peak_rss_mb']:.2f}")
 
 
 if __name__ == "__main__":
