@@ -255,6 +255,31 @@ def test_lora_trains_only_adapters_and_exports_merged_weights_and_the_adapter(pr
 
 
 @pytest.mark.slow
+def test_lora_with_gradient_checkpointing_trains_the_same_adapters(pretrained_dir, tmp_path):
+    flags = [f"--model.init_args.model={pretrained_dir}", *LORA, "--trainer.max_steps=6"]
+    main(tiny_args(tmp_path / "plain", 3, *flags))
+    main(tiny_args(tmp_path / "checkpointed", 3, *flags, "--model.init_args.gradient_checkpointing=true"))
+    plain, checkpointed = (torch.load(tmp_path / run / "checkpoints/last.ckpt", weights_only=False)["state_dict"]
+                           for run in ("plain", "checkpointed"))
+    adapters = [k for k in plain if "lora_B" in k]
+    assert adapters and all(plain[k].abs().sum() > 0 for k in adapters)  # the frozen embeddings did not stop grads
+    assert max((plain[k] - checkpointed[k]).abs().max().item() for k in adapters) <= 1e-6
+
+
+def test_bfloat16_weights_load_as_asked_and_lora_adapters_stay_float32(pretrained_dir, tmp_path):
+    from modules.pretrained import LoRA, add_lora, load_pretrained
+
+    model = load_pretrained(AutoModelForCausalLM, str(pretrained_dir), flag="--model.init_args.model", dtype="bfloat16",
+                            attn_implementation="eager")
+    assert model.dtype == torch.bfloat16 and model.config._attn_implementation == "eager"
+    adapted = add_lora(model, LoRA(r=4), "CAUSAL_LM", "--model.init_args.lora")
+    dtypes = {p.dtype for name, p in adapted.named_parameters() if "lora_" in name}
+    assert dtypes == {torch.float32}  # PEFT keeps the trained adapters in float32 over a bfloat16 base
+    with pytest.raises(ValueError, match="dtype='float16': expected one of"):
+        load_pretrained(AutoModelForCausalLM, str(pretrained_dir), flag="--model.init_args.model", dtype="float16")
+
+
+@pytest.mark.slow
 def test_a_killed_lora_run_resumes_adapters_and_optimiser(pretrained_dir, tmp_path):
     flags = [f"--model.init_args.model={pretrained_dir}", *LORA]
     main(tiny_args(tmp_path / "whole", 3, *flags))
