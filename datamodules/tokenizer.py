@@ -119,7 +119,8 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     if tokenizer.eos_token_id is None:
         raise ValueError(
             f"tokenizer at {path} has no EOS token: the model could not learn to stop. "
-            "Use a tokenizer with an eos_token, or leave --data.init_args.tokenizer unset to train one on the task."
+            "Point --data.init_args.tokenizer at one with an eos_token (with no pretrained --model.init_args.model "
+            "and no tokenizer, one is trained on the task)."
         )
     if tokenizer.pad_token_id is None:
         # Batches pad with EOS: attention masks and loss weights come from lengths, never from ids, so no new token

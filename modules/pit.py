@@ -126,6 +126,9 @@ class PITPolicy(LightningModule):
         if self.hparams.stage == "rl":
             if self.hparams.model is None:
                 raise ValueError("the rl stage starts from the SFT policy: set --model.init_args.model to its export")
+            if self.lora is not None and self.lora.dropout > 0:  # old and new log-probs would see different masks
+                raise ValueError(f"--model.init_args.lora.dropout={self.lora.dropout}: PPO's ratios need the same "
+                                 "forward for scoring and updates; set it to 0 in the rl stage")
             if self.lora is None:  # with LoRA the reference is the policy with its adapters disabled
                 self._frozen["reference"] = self._load(self.hparams.model, "--model.init_args.model").eval().requires_grad_(False)
             self.value_head = torch.nn.Linear(self.model.config.hidden_size, 1)
@@ -277,7 +280,8 @@ class PITPolicy(LightningModule):
     def _forward(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], values: bool):
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=values)
         logprobs = token_logprobs(out.logits, batch["input_ids"])  # [B, T-1]
-        v = self.value_head(out.hidden_states[-1]).squeeze(-1)[:, :-1] if values else None  # V(state before t+1)
+        # V(state before t+1); the head's own dtype (float32 over bfloat16 weights at 32-true precision)
+        v = self.value_head(out.hidden_states[-1].to(self.value_head.weight.dtype)).squeeze(-1)[:, :-1] if values else None
         return out.logits, logprobs, v
 
     def on_train_epoch_start(self) -> None:

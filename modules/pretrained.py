@@ -52,10 +52,11 @@ def load_pretrained(auto_class, name_or_path: str, *, flag: str, dtype: Dtype = 
         options["attn_implementation"] = attn_implementation
     try:
         return auto_class.from_pretrained(name_or_path, **options)
-    except (OSError, ValueError) as error:  # no such folder or hub name, offline miss, a folder with no config
+    except (OSError, ValueError) as error:  # no such folder or hub name, offline miss, no config, a refused option
         raise FileNotFoundError(
-            f"{flag}={name_or_path!r} loads no Hugging Face model: give a hub name (offline it must be in the local "
-            f"cache, e.g. HuggingFaceTB/SmolLM2-135M-Instruct) or a folder with config.json and weights ({error})"
+            f"{flag}={name_or_path!r} could not be loaded as a Hugging Face model: {error}. Give a hub name (offline it "
+            f"must be in the local cache, e.g. HuggingFaceTB/SmolLM2-135M-Instruct) or a folder with config.json and "
+            f"weights, and check dtype, attn_implementation and model_kwargs"
         ) from error
 
 
@@ -84,8 +85,10 @@ def add_lora(model: PreTrainedModel, lora: LoRA, task_type: Literal["CAUSAL_LM",
     try:
         return get_peft_model(model, config)
     except NoMatchingPeftModuleError as error:
+        from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers
+
         linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                         if isinstance(module, torch.nn.Linear)})
+                         if isinstance(module, (torch.nn.Linear, Conv1D))})
         raise ValueError(f"{flag}.target_modules={lora.target_modules!r} matches no module of this model ({error}); "
                          f"its linear layers are named {linear}, or use all-linear") from error
 
@@ -107,8 +110,12 @@ def merged_state_dict(peft_model, state: dict[str, torch.Tensor]) -> dict[str, t
         if ".base_layer." in name:
             name = name.replace(".base_layer.", ".")
             stem = key[: key.index(".base_layer.")]
-            if key.endswith(".weight") and f"{stem}.lora_A.default.weight" in state:
-                a, b = state[f"{stem}.lora_A.default.weight"], state[f"{stem}.lora_B.default.weight"]
-                value = (value.float() + scaling * (b.float() @ a.float())).to(value.dtype)
+            if key.endswith(".weight"):
+                if f"{stem}.lora_A.default.weight" not in state:  # e.g. an adapted embedding: not merged here
+                    raise NotImplementedError(f"cannot merge the adapter of {stem}: LoRA on linear layers only")
+                delta = state[f"{stem}.lora_B.default.weight"].float() @ state[f"{stem}.lora_A.default.weight"].float()
+                if config.fan_in_fan_out:  # GPT-2's Conv1D stores its weight transposed
+                    delta = delta.T
+                value = (value.float() + scaling * delta).to(value.dtype)
         merged[name] = value
     return merged

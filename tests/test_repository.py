@@ -4,7 +4,7 @@ from pathlib import Path
 
 from tasks.base import REPO_ROOT
 
-SKIPPED_DIRS = {".git", ".venv", "runs", "lightning_logs", "__pycache__", "build"}
+SKIPPED_DIRS = {".git", ".venv", "runs", "lightning_logs", "__pycache__", "build", "checkpoints"}  # as .gitignore
 
 
 def project_files(root: Path) -> list[Path]:

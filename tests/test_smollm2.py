@@ -11,12 +11,14 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cli import main
 from datamodules.interaction_log import read_shard
 from modules.generation import generate
+from modules.tripost import parse_generation
 from tests.helpers import GREEDY_PROMPT as PROMPT
 from tests.test_cli import REPO
 from tests.test_cli_pit import shrunk
@@ -62,12 +64,21 @@ def test_one_tripost_iteration_with_lora_on_smollm2(smollm2, tmp_path):
           "--data.init_args.task.init_args.num_train=4", "--data.init_args.task.init_args.num_test_per_combo=1",
           "--data.init_args.task.init_args.num_test_unseen_per_combo=1", "--data.init_args.batch_size=4",
           "--trainer.callbacks.num_questions=4", "--trainer.callbacks.max_rounds=1",
+          "--trainer.callbacks.temperature=0",  # greedy rollouts, so the test can regenerate them
           "--trainer.callbacks+=tests.helpers.GreedyTokens", f"--trainer.callbacks.path={tokens}"])
     episodes = read_shard(run / "interaction_logs" / "iter_001.jsonl")
-    assert len(episodes) == 4
-    assert all(e.turns[0].role == "attempt" and e.turns[0].by == "policy" and e.turns[0].text for e in episodes)
+    assert len(episodes) == 4 and all((e.turns[0].role, e.turns[0].by) == ("attempt", "policy") for e in episodes)
+    # the policy's own attempts: SmolLM2 rolled out before any training, so its greedy answers, parsed
+    base, tok = AutoModelForCausalLM.from_pretrained(smollm2), AutoTokenizer.from_pretrained(smollm2)
+    answers = generate(base, [tok.encode(e.prompt, add_special_tokens=True) for e in episodes],
+                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, max_new_tokens=64, batch_size=16)
+    assert [e.turns[0].text for e in episodes] == [parse_generation(tok.decode(a.tokens, skip_special_tokens=True))[0]
+                                                   for a in answers]
     finite_scalars(run, "train/loss_epoch")
     export_greedy_matches(run, run / "hf_model", tokens)
+    ids = torch.tensor([tok.encode(PROMPT)])
+    with torch.no_grad():  # the merged adapters changed the model
+        assert (AutoModelForCausalLM.from_pretrained(run / "hf_model")(ids).logits - base(ids).logits).abs().max() > 1e-4
 
 
 def test_pit_rl_steps_with_lora_on_smollm2(smollm2, tmp_path):

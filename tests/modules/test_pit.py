@@ -138,6 +138,17 @@ def test_under_bf16_mixed_the_first_minibatch_starts_at_ratio_one(tmp_path, ma_t
     assert (ratio - 1).abs().max() < 1e-3 and clip_fraction == 0.0, (ratio, clip_fraction)
 
 
+def test_bfloat16_weights_train_at_full_precision_with_a_float32_value_head(tmp_path, ma_tokenizer):
+    policy, trainer, *_ = ppo_epoch_on_the_buffer(tmp_path, ma_tokenizer, dtype="bfloat16", lr=1e-2)
+    assert policy.model.dtype == torch.bfloat16 and policy.value_head.weight.dtype == torch.float32
+    assert all(math.isfinite(float(trainer.callback_metrics[k])) for k in ("ppo/value_loss", "ppo/kl"))
+
+
+def test_lora_dropout_is_refused_in_rl(tmp_path, ma_tokenizer):
+    with pytest.raises(ValueError, match=r"--model.init_args.lora.dropout=0.05: PPO's ratios need the same forward"):
+        ppo_epoch_on_the_buffer(tmp_path, ma_tokenizer, lora=LoRA(r=4, dropout=0.05))
+
+
 def test_the_curriculum_switches_from_dataset_to_original_policy_references(tmp_path):
     data = PITDataModule(ToyPreferences(), stage="rl", log_dir=str(tmp_path), vocab_size=350, num_rl_prompts=6)
     data.setup("fit")
