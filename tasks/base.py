@@ -59,8 +59,11 @@ BIGBENCH_DIR = "tasks/data/bigbench"
 HUB_PREFIX = "hf:"
 
 
-def resolve_data_path(path: str) -> Path:
-    """A data path as given (``~`` expanded), or relative to the repository root, so configs work from any folder."""
+def resolve_data_path(path: str) -> Path | str:
+    """A data path as given (``~`` expanded), or relative to the repository root, so configs work from any folder;
+    a hub source (``hf:<name>/<config>``) stays the string it is."""
+    if path.startswith(HUB_PREFIX):
+        return path
     p = Path(path).expanduser()
     return p if p.is_absolute() else (REPO_ROOT / p).resolve()
 
@@ -77,6 +80,27 @@ def read_bigbench_examples(path: Path, flag: str) -> list:
     if not isinstance(examples, list):
         raise ValueError(f'{path}: expected an object {{"examples": [...]}}')  # noqa: TRY004 - bad data, not code
     return examples
+
+
+def read_bigbench(source: Path | str, flag: str) -> list[tuple[str, object]]:
+    """``(where, example)`` of a BIG-bench task in task.json's layout (``input``, and ``target`` or
+    ``target_scores``): a task.json's examples, or the rows of a hub copy (``source`` a string from
+    ``resolve_data_path``; train, then validation). ``where`` locates the example for error messages."""
+    if isinstance(source, str):
+        return [(where, _task_json_layout(row)) for where, row in load_hub_rows(source, flag)]
+    return [(f"{source}:{index}", example) for index, example in enumerate(read_bigbench_examples(source, flag))]
+
+
+def _task_json_layout(row: dict) -> dict:
+    """A row of BIG-bench's Hugging Face layout (``inputs``, ``targets``, ``multiple_choice_targets`` / ``_scores``)
+    as task.json writes the example; what is missing stays missing, for the task's own checks to report."""
+    example = {"input": strip_bigbench_input(row["inputs"])} if isinstance(row.get("inputs"), str) else {}
+    options, scores = row.get("multiple_choice_targets"), row.get("multiple_choice_scores")
+    if options:
+        example["target_scores"] = dict(zip(options, scores or []))
+    elif isinstance(row.get("targets"), list) and row["targets"]:
+        example["target"] = row["targets"][0]
+    return example
 
 
 def load_hub_rows(source: str, flag: str) -> list[tuple[str, dict]]:

@@ -27,17 +27,7 @@ import re
 from pathlib import Path
 
 from datamodules.interaction_log import read_shard
-from tasks.base import (
-    BIGBENCH_DIR,
-    HUB_PREFIX,
-    Question,
-    Task,
-    load_hub_rows,
-    read_bigbench_examples,
-    resolve_data_path,
-    split_steps,
-    strip_bigbench_input,
-)
+from tasks.base import BIGBENCH_DIR, Question, Task, read_bigbench, resolve_data_path, split_steps
 
 DEFAULT_DATA_DIR = BIGBENCH_DIR
 _ANSWER = re.compile(r"the answer is \(([A-Z])\)")
@@ -46,35 +36,20 @@ COLLECT_HINT = ("collect them with `python -m feedback.collect_rationales --conf
                 "shard as --data.init_args.task.init_args.rationales=<path>")
 
 
-def load_choices(path: Path | str) -> list[tuple[str, list[str], int]]:
+def load_choices(source: Path | str) -> list[tuple[str, list[str], int]]:
     """``(input, options, gold index)`` of every example of a BIG-bench multiple-choice task file, or of a hub
-    dataset in BIG-bench's Hugging Face layout, written ``hf:<name>/<config>`` (e.g.
+    dataset in BIG-bench's Hugging Face layout (``source`` a ``hf:<name>/<config>`` string, e.g.
     ``hf:tasksource/bigbench/date_understanding``; train and validation splits, in that order)."""
-    if str(path).startswith(HUB_PREFIX):
-        return _hub_choices(str(path))
-    path = Path(path)
-    examples = read_bigbench_examples(path, "the task's data path (--data.init_args.task.init_args.data_dir / data_path)")
     rows = []
-    for index, example in enumerate(examples):
+    for where, example in read_bigbench(source, "the task's --data.init_args.task.init_args.data_path / data_dir"):
         scores = example.get("target_scores") if isinstance(example, dict) else None
         if not (isinstance(example.get("input"), str) and isinstance(scores, dict) and len(scores) >= 2):
-            raise ValueError(f"{path}:{index}: expected 'input' (string) and 'target_scores' (2+ options)")
+            raise ValueError(f"{where}: expected 'input' (string) and 'target_scores' (2+ options)")
         best = [option for option, score in scores.items() if score == 1]
         if len(best) != 1:
-            raise ValueError(f"{path}:{index}: expected exactly one option with score 1, found {len(best)}")
+            raise ValueError(f"{where}: expected exactly one option with score 1, found {len(best)}")
         options = list(scores)
         rows.append((example["input"].strip(), options, options.index(best[0])))
-    return rows
-
-
-def _hub_choices(source: str) -> list[tuple[str, list[str], int]]:
-    rows = []
-    for where, row in load_hub_rows(source, "the task's --data.init_args.task.init_args.data_path / data_dir"):
-        options, scores = row.get("multiple_choice_targets"), row.get("multiple_choice_scores")
-        if not (isinstance(row.get("inputs"), str) and options and scores and scores.count(1) == 1):
-            raise ValueError(f"{where}: expected 'inputs', 'multiple_choice_targets' and 'multiple_choice_scores' "
-                             "with exactly one 1")
-        rows.append((strip_bigbench_input(row["inputs"]), list(options), scores.index(1)))
     return rows
 
 
@@ -163,7 +138,7 @@ class DateUnderstanding(MultipleChoiceTask):
 
     def __init__(self, data_path: str = f"{DEFAULT_DATA_DIR}/date_understanding.json", rationales: str | None = None,
                  num_test_seen: int = 55, seed: int = 0) -> None:
-        self.data_path = data_path if data_path.startswith(HUB_PREFIX) else resolve_data_path(data_path)
+        self.data_path = resolve_data_path(data_path)
         rng = random.Random(f"{self.name}/{seed}")
         self._pool = [self._make_question(f"du-{i:04d}", text, options, gold, "pool", True, rng)
                       for i, (text, options, gold) in enumerate(load_choices(self.data_path))]
@@ -226,7 +201,7 @@ class LogicalDeduction(MultipleChoiceTask):
 
     def __init__(self, data_dir: str = DEFAULT_DATA_DIR, rationales: str | None = None, num_test_seen: int = 100,
                  num_test_unseen: int = 100, seed: int = 0) -> None:
-        self.data_dir = data_dir if data_dir.startswith(HUB_PREFIX) else resolve_data_path(data_dir)
+        self.data_dir = resolve_data_path(data_dir)
         rng = random.Random(f"{self.name}/{seed}")
         by_size: dict[int, list[Question]] = {}
         for size, (prefix, rows) in self._load(self.data_dir).items():

@@ -30,18 +30,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from feedback.base import Dropped, Feedback, error_feedback
-from tasks.base import (
-    BIGBENCH_DIR,
-    HUB_PREFIX,
-    Question,
-    Task,
-    correct_feedback,
-    load_hub_rows,
-    read_bigbench_examples,
-    resolve_data_path,
-    split_steps,
-    strip_bigbench_input,
-)
+from tasks.base import BIGBENCH_DIR, Question, Task, correct_feedback, read_bigbench, resolve_data_path, split_steps
 
 DEFAULT_DATA_PATH = f"{BIGBENCH_DIR}/word_sorting.json"
 BUCKETS = ["2-3", "4-7", "8-10", "11-15", "16+"]
@@ -462,31 +451,18 @@ def question_words(question: Question) -> list[str]:
 
 def load_examples(source: Path | str) -> list[tuple[int, list[str]]]:
     """``(index, words)`` of every BIG-bench example, checked: the target must be the input sorted. ``source`` is
-    a task.json or ``hf:<name>/<config>`` (BIG-bench's Hugging Face layout: ``inputs``, ``targets``)."""
-    flag = "--data.init_args.task.init_args.data_path"
-    if isinstance(source, str):
-        pairs = []
-        for where, row in load_hub_rows(source, flag):
-            targets = row.get("targets")
-            if not (isinstance(row.get("inputs"), str) and isinstance(targets, list) and targets
-                    and isinstance(targets[0], str)):
-                raise ValueError(f"{where}: expected string 'inputs' and a non-empty 'targets' list")
-            text = strip_bigbench_input(row["inputs"])
-            # "Sort the following words alphabetically: List: b a\nSorted:" -> "b a"
-            words = text.split("List:", 1)[1].splitlines()[0] if "List:" in text else text
-            pairs.append((where, words, targets[0]))
-    else:
-        examples = read_bigbench_examples(source, f"{flag} to BIG-bench's word_sorting task.json")
-        pairs = [(f"{source}:{index}", example.get("input") if isinstance(example, dict) else None,
-                  example.get("target") if isinstance(example, dict) else None) for index, example in enumerate(examples)]
+    a task.json or a hub copy in BIG-bench's Hugging Face layout (``hf:<name>/<config>``)."""
     rows = []
-    for index, (where, text, target) in enumerate(pairs):
-        if not (isinstance(text, str) and isinstance(target, str)):
+    for index, (where, example) in enumerate(read_bigbench(source, "--data.init_args.task.init_args.data_path")):
+        if not (isinstance(example, dict) and isinstance(example.get("input"), str)
+                and isinstance(example.get("target"), str)):
             raise ValueError(f"{where}: expected an object with string 'input' and 'target'")  # noqa: TRY004
-        words = text.split()
+        # a hub copy's input is the whole question: "Sort the following words alphabetically: List: b a\nSorted:"
+        text = example["input"]
+        words = (text.split("List:", 1)[1].splitlines()[0] if "List:" in text else text).split()
         if not words or any('"' in word for word in words):
             raise ValueError(f"{where}: expected a non-empty list of words without '\"'")
-        if target.split() != sorted(words):
+        if example["target"].split() != sorted(words):
             raise ValueError(f"{where}: the target is not the input words in sorted order")
         rows.append((index, words))
     return rows
@@ -512,7 +488,7 @@ class WordSorting(Task):
 
     def __init__(self, data_path: str = DEFAULT_DATA_PATH, num_train: int = 473, num_test_seen: int = 127,
                  num_test_unseen: int = 252, seed: int = 0) -> None:
-        self.data_path = data_path if data_path.startswith(HUB_PREFIX) else resolve_data_path(data_path)
+        self.data_path = resolve_data_path(data_path)
         rows = load_examples(self.data_path)
         seen = [row for row in rows if len(row[1]) <= MAX_SEEN_WORDS]
         unseen = [row for row in rows if len(row[1]) > MAX_SEEN_WORDS]

@@ -150,7 +150,7 @@ def test_a_hub_copy_in_bigbench_layout_loads_through_datasets(monkeypatch):
     assert first.question.startswith("Today is Jan 1, 2020. What is the date tomorrow?\nOptions:\n")
     assert task.option_text(first, first.answer) == "01/02/2020" and task.option_text(second, second.answer) == "01/02/2020"
     splits["train"][0]["multiple_choice_scores"] = [0, 0]
-    with pytest.raises(ValueError, match=r"\[train\]:row 0: expected 'inputs'"):
+    with pytest.raises(ValueError, match=r"\[train\]:row 0: expected exactly one option with score 1, found 0"):
         DateUnderstanding(data_path="hf:tasksource/bigbench/date_understanding")
 
 
