@@ -35,12 +35,12 @@ from torch.utils.data import DataLoader  # noqa: E402
 from transformers import LlamaForCausalLM  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from bench.plain_loop import adamw, train_step  # noqa: E402
+from bench.plain_loop import train_step  # noqa: E402
 from datamodules.tripost import TriPosTDataModule, collate, length_grouped_batches  # noqa: E402
 from modules.common import tiny_llama_config  # noqa: E402
 from modules.generation import generate, left_pad  # noqa: E402
 from modules.pretrained import LoRA, add_lora  # noqa: E402
-from modules.tripost import TinyLlama, TriPosTModule  # noqa: E402
+from modules.tripost import TinyLlama, TriPosTModule, adamw  # noqa: E402
 from tasks import MultistepArithmetic  # noqa: E402
 
 TARGET = 0.9
@@ -124,7 +124,7 @@ def run_ours(args, tok, batches, config, init, tiny) -> tuple[float, TriPosTModu
 def run_plain(args, batches, config, init) -> float:
     model = fresh_model(config, init, args.lora_r)
     model.train()
-    optimizer = adamw(model, lr=3e-3)
+    optimizer = adamw(model, lr=3e-3, weight_decay=0.01)  # the module's optimiser and defaults
     stamps, tokens = [], []
     for batch in batches:
         stamps.append(time.perf_counter())

@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, a
 import torch
 from transformers import LlamaForCausalLM
 
-from bench.plain_loop import adamw, train_step
+from bench.plain_loop import train_step
 from datamodules.tripost import TriPosTDataModule, collate, length_grouped_batches
 from modules.common import TinyLlama, tiny_llama_config
-from modules.tripost import stage_lr_factor
+from modules.tripost import adamw, stage_lr_factor
 from tasks import MultistepArithmetic
 
 
@@ -77,7 +77,7 @@ def main() -> None:
 
     tiny = TinyLlama(args.hidden_size, args.num_layers, args.num_heads, 4 * args.hidden_size)
     model = LlamaForCausalLM(tiny_llama_config(tiny, data.tokenizer))
-    optimizer = adamw(model, lr=args.lr)
+    optimizer = adamw(model, lr=args.lr, weight_decay=0.01)  # TriPosTModule's optimiser and default decay
     total = int(math.ceil(len(train) / args.batch_size) * args.epochs)
 
     # TriPosTModule's stage schedule with its defaults: warm-up 10%, cosine to 10% of the peak

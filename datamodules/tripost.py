@@ -92,6 +92,7 @@ class TriPosTDataModule(LightningDataModule):
         self.learn_prompt = learn_prompt
         self.max_length = max_length
         self.seed = seed
+        self._encoded: dict[Example, dict[str, torch.Tensor]] = {}  # encode() of the examples in use
         self.iteration = 0
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.last_counts: dict[str, int] = {}
@@ -185,8 +186,12 @@ class TriPosTDataModule(LightningDataModule):
         return {"input_ids": torch.tensor(ids + [self.tokenizer.eos_token_id]), "loss_weights": torch.tensor(weights)}
 
     def encoded_training_examples(self) -> list[dict[str, torch.Tensor]]:
-        """The current iteration's examples, encoded; those longer than ``max_length`` are dropped, with a warning."""
-        encoded = [self.encode(e) for e in self.training_examples()]
+        """The current iteration's examples, encoded; those longer than ``max_length`` are dropped, with a warning.
+        Every epoch of an iteration (and, for gold examples, the next iterations) sees the same examples again, so
+        each distinct one is encoded once and kept while it is in use."""
+        examples = self.training_examples()
+        self._encoded = {e: self._encoded.get(e) or self.encode(e) for e in dict.fromkeys(examples)}
+        encoded = [self._encoded[e] for e in examples]
         kept = [e for e in encoded if len(e["input_ids"]) <= self.max_length]
         if len(kept) < len(encoded):
             rank_zero_warn(

@@ -10,7 +10,7 @@ import torch
 from transformers import LlamaConfig, PreTrainedModel
 
 from modules.distributed import full_state_dict
-from modules.pretrained import merged_state_dict
+from modules.pretrained import merged_state_dict, unwrapped
 
 
 @dataclass
@@ -72,14 +72,12 @@ def export_at_fit_end(trainer, model: PreTrainedModel, tokenizer, export_dir: st
     """``on_fit_end`` export: ``export_dir`` or ``{trainer.log_dir}/{name}``, from any strategy. Every rank resolves
     the folder (``trainer.log_dir`` is a broadcast) and helps assemble the full weights (a collective under FSDP);
     rank 0 writes."""
-    from peft import PeftModel
-
     directory = Path(export_dir or Path(trainer.log_dir or ".") / name)
     state = full_state_dict(trainer, model)
     if not trainer.is_global_zero:
         return
-    if isinstance(model, PeftModel):  # LoRA: merged into a plain folder, and the adapter alone beside it
-        save_hf_folder(model.get_base_model(), tokenizer, directory, merged_state_dict(model, state))
+    if (base := unwrapped(model)) is not model:  # LoRA: merged into a plain folder, and the adapter alone beside it
+        save_hf_folder(base, tokenizer, directory, merged_state_dict(model, state))
         model.save_pretrained(directory / "adapter", state_dict=state)
     else:
         save_hf_folder(model, tokenizer, directory, state)

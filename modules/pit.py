@@ -33,7 +33,7 @@ from modules.common import TinyLlama, export_at_fit_end, tiny_llama_config, warm
 from modules.distributed import generate_in_fit, generation_context, shard_fsdp2
 from modules.generation import Completion
 from modules.ppo import entropy, gae, masked_mean, policy_loss, shaped_rewards, token_logprobs, value_loss, whiten
-from modules.pretrained import Dtype, LoRA, add_lora, check_dtype, load_pretrained
+from modules.pretrained import Dtype, LoRA, add_lora, load_pretrained
 from modules.tripost import weighted_lm_loss
 
 
@@ -121,7 +121,6 @@ class PITPolicy(LightningModule):
         if self.hparams.model is None:
             self.model = LlamaForCausalLM(tiny_llama_config(self.tiny, tok))
         else:
-            check_dtype(self.hparams.dtype, self.trainer.strategy.root_device, "--model.init_args.dtype")
             self.model = self._load(self.hparams.model, "--model.init_args.model")
         if self.hparams.stage == "rl":
             if self.hparams.model is None:
@@ -152,7 +151,7 @@ class PITPolicy(LightningModule):
     def _load(self, path: str, flag: str) -> PreTrainedModel:
         return load_pretrained(AutoModelForCausalLM, path, flag=flag, dtype=self.hparams.dtype,
                                attn_implementation=self.hparams.attn_implementation,
-                               model_kwargs=self.hparams.model_kwargs)
+                               model_kwargs=self.hparams.model_kwargs, device=self.trainer.strategy.root_device)
 
     def reference_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Log-probs [B, T-1] of the frozen SFT policy of the KL penalty: the policy with its LoRA adapters disabled,

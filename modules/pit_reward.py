@@ -24,7 +24,7 @@ from transformers import AutoModelForSequenceClassification, LlamaForSequenceCla
 
 from modules.common import TinyLlama, export_at_fit_end, tiny_llama_config, warmup_cosine_schedule
 from modules.distributed import shard_fsdp2
-from modules.pretrained import Dtype, LoRA, add_lora, check_dtype, load_pretrained, unwrapped
+from modules.pretrained import Dtype, LoRA, add_lora, load_pretrained, unwrapped
 
 #: the five ordered comparisons (better, worse) of the gap loss, by index into (r_wl, r_ww, r_ll, r_lw)
 ORDERINGS = {"wl>ww": (0, 1), "wl>ll": (0, 2), "wl>lw": (0, 3), "ww>lw": (1, 3), "ll>lw": (2, 3)}
@@ -82,11 +82,11 @@ class PITRewardModel(LightningModule):
         if self.hparams.model is None:
             self.model = LlamaForSequenceClassification(tiny_llama_config(self.tiny, tok, num_labels=1))
         else:
-            check_dtype(self.hparams.dtype, self.trainer.strategy.root_device, "--model.init_args.dtype")
             self.model = load_pretrained(AutoModelForSequenceClassification, self.hparams.model,
                                          flag="--model.init_args.model", dtype=self.hparams.dtype,
                                          attn_implementation=self.hparams.attn_implementation,
-                                         model_kwargs=self.hparams.model_kwargs, num_labels=1)
+                                         model_kwargs=self.hparams.model_kwargs,
+                                         device=self.trainer.strategy.root_device, num_labels=1)
             self.model.config.pad_token_id = tok.pad_token_id
         if self.lora is not None:  # SEQ_CLS: PEFT trains the new score head whole
             self.model = add_lora(self.model, self.lora, "SEQ_CLS", "--model.init_args.lora")

@@ -42,11 +42,13 @@ class LoRA:
 
 def load_pretrained(auto_class, name_or_path: str, *, flag: str, dtype: Dtype = "float32",
                     attn_implementation: str | None = None, model_kwargs: dict[str, Any] | None = None,
-                    **kwargs) -> PreTrainedModel:
+                    device: torch.device | None = None, **kwargs) -> PreTrainedModel:
     """``auto_class.from_pretrained`` with the modules' loading options; ``flag`` names the option that gave
-    ``name_or_path`` in errors."""
+    ``name_or_path`` in errors; ``device``: where it will run (bfloat16 is refused where it cannot compute)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r}: expected one of {sorted(DTYPES)}")
+    if device is not None:
+        check_dtype(dtype, device)
     options = {**(model_kwargs or {}), **kwargs, "dtype": DTYPES[dtype]}
     if attn_implementation is not None:
         options["attn_implementation"] = attn_implementation
@@ -68,10 +70,10 @@ def unwrapped(model: torch.nn.Module) -> torch.nn.Module:
     return model.get_base_model() if isinstance(model, PeftModel) else model
 
 
-def check_dtype(dtype: Dtype, device: torch.device, flag: str) -> None:
+def check_dtype(dtype: Dtype, device: torch.device) -> None:
     """Refuse bfloat16 weights on a GPU that has no bfloat16 arithmetic (before Ampere)."""
     if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"{flag}=bfloat16: {torch.cuda.get_device_name(device)} cannot compute in bfloat16; use "
+        raise ValueError(f"--model.init_args.dtype=bfloat16: {torch.cuda.get_device_name(device)} cannot compute in bfloat16; use "
                          "float32 weights with --trainer.precision=16-mixed")
 
 

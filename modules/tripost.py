@@ -23,7 +23,7 @@ from feedback.editing import edit_traces
 from modules.common import TinyLlama, export_at_fit_end, tiny_llama_config
 from modules.distributed import generate_in_fit, shard_fsdp2
 from modules.generation import Completion
-from modules.pretrained import Dtype, LoRA, add_lora, check_dtype, load_pretrained
+from modules.pretrained import Dtype, LoRA, add_lora, load_pretrained
 from tasks.base import CORRECT_MARKER, FEEDBACK_HEADER, UPDATED_HEADER, Question, Task
 
 
@@ -165,10 +165,9 @@ class TriPosTModule(LightningModule):
                     f"pretrained model {self.hparams.model!r} needs its own tokenizer: set "
                     f"--data.init_args.tokenizer={self.hparams.model}"
                 )
-            check_dtype(self.hparams.dtype, self.trainer.strategy.root_device, "--model.init_args.dtype")
             self.model = load_pretrained(AutoModelForCausalLM, self.hparams.model, flag="--model.init_args.model",
                                          dtype=self.hparams.dtype, attn_implementation=self.hparams.attn_implementation,
-                                         model_kwargs=self.hparams.model_kwargs)
+                                         model_kwargs=self.hparams.model_kwargs, device=self.trainer.strategy.root_device)
             if len(tokenizer) > self.model.get_input_embeddings().num_embeddings:
                 self.model.resize_token_embeddings(len(tokenizer))
         if self.lora is not None:
@@ -192,14 +191,7 @@ class TriPosTModule(LightningModule):
         return loss
 
     def configure_optimizers(self):
-        trained = [p for p in self.model.parameters() if p.requires_grad]  # LoRA: the adapters only
-        decay = [p for p in trained if p.ndim >= 2]
-        no_decay = [p for p in trained if p.ndim < 2]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.hparams.lr,
-            betas=(0.9, 0.95),
-        )
+        optimizer = adamw(self.model, self.hparams.lr, self.hparams.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: self._lr_factor())
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -295,6 +287,14 @@ class TriPosTModule(LightningModule):
         for trace in traces:  # the last update may have had no round left for its feedback
             trace.feedbacks += [None] * (len(trace.attempts) - len(trace.feedbacks))
         return traces
+
+
+def adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over the trained parameters (LoRA: the adapters only), no decay on norms and biases."""
+    trained = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW([{"params": [p for p in trained if p.ndim >= 2], "weight_decay": weight_decay},
+                              {"params": [p for p in trained if p.ndim < 2], "weight_decay": 0.0}],
+                             lr=lr, betas=(0.9, 0.95))
 
 
 def stage_lr_factor(progress: float, warmup_ratio: float, min_lr_ratio: float) -> float:

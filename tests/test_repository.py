@@ -32,3 +32,17 @@ def test_the_scan_sees_code_configs_and_docs():
     names = {path.relative_to(REPO_ROOT).as_posix() for path in project_files(REPO_ROOT)}
     assert {"cli.py", "README.md", ".ci/run", "configs/tripost/word_sorting_tiny.yaml",
             "tasks/data/bigbench/word_sorting.json", "tests/test_repository.py"} <= names
+
+
+def test_an_installed_copy_carries_the_bigbench_files_as_package_data():
+    from fnmatch import fnmatch
+
+    import tomllib
+
+    from tasks.base import BIGBENCH_DIR
+
+    globs = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["tasks"]
+    shipped = sorted(p.relative_to(REPO_ROOT / "tasks").as_posix() for p in (REPO_ROOT / BIGBENCH_DIR).iterdir())
+    assert {"data/bigbench/word_sorting.json", "data/bigbench/LICENSE", "data/bigbench/README.md"} <= set(shipped)
+    missing = [name for name in shipped if not any(fnmatch(name, glob) for glob in globs)]
+    assert missing == [], f"files under {BIGBENCH_DIR} that a non-editable install would leave out: {missing}"

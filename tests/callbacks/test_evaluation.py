@@ -2,6 +2,7 @@
 first attempt."""
 
 import json
+import random
 from types import SimpleNamespace
 
 import pytest
@@ -72,15 +73,6 @@ def test_token_budget_warns_about_cut_off_answers_and_no_room_to_revise():
     assert "for 3 of 3 test questions" in revise and "at least 59 fits them all" in revise
 
 
-def slipped(task, question):
-    """The gold rationale with its last equation and final answer off by 3: a wrong attempt."""
-    lines = task.gold_rationale(question).splitlines()
-    answer = int(question.answer) + 3
-    lines[-2] = lines[-2][: lines[-2].rindex("=") + 1] + f" {answer}."
-    lines[-1] = f"(Final response) So the answer is {answer}."
-    return "\n".join(lines)
-
-
 class ScriptedPolicy:
     """Stands in for the TriPosT module: ``self_improve`` returns the traces the test wrote; ``log`` records."""
 
@@ -104,7 +96,7 @@ def test_eval_scores_first_attempt_before_and_last_attempt_after(ma_task, tmp_pa
     assert [(x.bucket, x.seen) for x in q] == [("l3-4d2", True), ("l3-4d22", True), ("l3-4d222", False),
                                                ("l3-4d2", True), ("l3-4d22", True)]
     gold = [ma_task.gold_rationale(x) for x in q]
-    wrong = [slipped(ma_task, x) for x in q]
+    wrong = [ma_task.slipped_rationale(x, random.Random(0)) for x in q]  # a slip in the last step: wrong
     assert not any(ma_task.is_correct(x, w) for x, w in zip(q, wrong))
     traces = {  # attempts, own feedbacks                       first -> last
         q[0].id: Trace([wrong[0], gold[0]], [ERROR, CORRECT]),  # wrong -> right

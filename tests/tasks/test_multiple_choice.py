@@ -129,20 +129,12 @@ def test_logical_deduction_splits_by_object_count(tmp_path):
         LogicalDeduction(data_dir=str(tmp_path), num_test_seen=4, num_test_unseen=11)
 
 
-def test_a_hub_copy_in_bigbench_layout_loads_through_datasets(monkeypatch):
-    import datasets
-
+def test_a_hub_copy_in_bigbench_layout_loads_through_datasets(fake_hub):
     splits = {"train": [{"inputs": "Q: Today is Jan 1, 2020. What is the date tomorrow?\n  A:",
                          "multiple_choice_targets": ["01/05/2020", "01/02/2020"], "multiple_choice_scores": [0, 1]}],
               "validation": [{"inputs": "Yesterday was Jan 1, 2020. What is today?",
                               "multiple_choice_targets": ["01/02/2020", "01/09/2020"], "multiple_choice_scores": [1, 0]}]}
-    calls = []
-
-    def fake_load_dataset(name, config, split):
-        calls.append((name, config, split))
-        return datasets.Dataset.from_list(splits[split])
-
-    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    calls = fake_hub(splits)
     task = DateUnderstanding(data_path="hf:tasksource/bigbench/date_understanding")
     assert calls == [("tasksource/bigbench", "date_understanding", "train"),
                      ("tasksource/bigbench", "date_understanding", "validation")]
@@ -154,9 +146,7 @@ def test_a_hub_copy_in_bigbench_layout_loads_through_datasets(monkeypatch):
         DateUnderstanding(data_path="hf:tasksource/bigbench/date_understanding")
 
 
-def test_logical_deduction_from_a_hub_copy_sizes_questions_by_their_options(monkeypatch):
-    import datasets
-
+def test_logical_deduction_from_a_hub_copy_sizes_questions_by_their_options(fake_hub):
     def row(size, i):
         names = [f"o{k}" for k in range(size)]
         return {"inputs": f"Q: The following paragraphs each describe a set of {size} objects. Puzzle {i}.\nA:",
@@ -166,13 +156,7 @@ def test_logical_deduction_from_a_hub_copy_sizes_questions_by_their_options(monk
     # the HF layout mixes all three sizes in one config and splits each into train / validation
     splits = {"train": [row(size, i) for size in (7, 3, 5) for i in range(3)],
               "validation": [row(size, i) for size in (3, 5, 7) for i in range(3, 5)]}
-    calls = []
-
-    def fake_load_dataset(name, config, split):
-        calls.append((name, config, split))
-        return datasets.Dataset.from_list(splits[split])
-
-    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    calls = fake_hub(splits)
     task = LogicalDeduction(data_dir="hf:tasksource/bigbench/logical_deduction", num_test_seen=2, num_test_unseen=4)
     assert calls == [("tasksource/bigbench", "logical_deduction", "train"),
                      ("tasksource/bigbench", "logical_deduction", "validation")]

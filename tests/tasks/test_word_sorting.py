@@ -150,27 +150,14 @@ def test_data_path_can_be_relative_or_absolute() -> None:
     assert absolute.questions("test") == WordSorting(DEFAULT_DATA_PATH).questions("test")
 
 
-def test_the_data_ships_with_the_project_as_package_data() -> None:
-    assert DEFAULT_DATA_PATH == "tasks/data/bigbench/word_sorting.json"
-    assert WordSorting().data_path == REPO_ROOT / "tasks" / "data" / "bigbench" / "word_sorting.json"
-
-
-def test_a_hub_copy_in_bigbench_layout_loads_through_datasets(monkeypatch) -> None:
-    import datasets
-
+def test_a_hub_copy_in_bigbench_layout_loads_through_datasets(fake_hub) -> None:
     splits = {"train": [{"inputs": "Sort the following words alphabetically: List: pear apple\nSorted:",
                          "targets": ["apple pear"]},
                         {"inputs": "Sort the following words alphabetically: List: h g f e d c b a",
                          "targets": ["a b c d e f g h"]}],
               "validation": [{"inputs": "Q: Sort the following words alphabetically: List: fig date cherry\nA:",
                               "targets": ["cherry date fig"]}]}
-    calls = []
-
-    def fake_load_dataset(name, config, split):
-        calls.append((name, config, split))
-        return datasets.Dataset.from_list(splits[split])
-
-    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    calls = fake_hub(splits)
     task = WordSorting("hf:tasksource/bigbench/word_sorting", num_train=1, num_test_seen=1, num_test_unseen=1)
     assert calls == [("tasksource/bigbench", "word_sorting", "train"),
                      ("tasksource/bigbench", "word_sorting", "validation")]
