@@ -11,7 +11,8 @@ import pytest
 from feedback.base import Dropped, Feedback
 from tasks import Question, WordSorting
 from tasks.base import REPO_ROOT, split_steps
-from tasks.word_sorting import DEFAULT_DATA_PATH, ordinal, parse_step, solve
+from tasks.word_sorting import DEFAULT_DATA_PATH
+from tasks.word_sorting_rationale import ordinal, parse_step, solve
 
 SIOUX = ["sioux", "fortescue", "purloin", "percept", "helmsman"]
 # verbatim from TriPosT's data/raw/word_sorting_scripted_rationales.jsonl (record 4)
