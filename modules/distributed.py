@@ -25,6 +25,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from transformers import PreTrainedModel
 
+from modules.finite import check_weights_before_sampling
 from modules.generation import Completion, generate
 from modules.pretrained import unwrapped
 
@@ -109,6 +110,7 @@ def generate_in_fit(module: LightningModule, prompts: Sequence[Sequence[int]], t
     (EOS included) are added to ``module.generated_tokens``."""
     tok, trainer = module.tokenizer, module._trainer
     policy = model is None  # another model (PIT's original policy) is a plain copy on every rank: no lock-step
+    check_weights_before_sampling(module, module.model if policy else model, "the policy" if policy else "this model")
     with generation_context(trainer):
         completions = generate_across_ranks(
             module.model if policy else model, prompts, synced=policy and is_sharded(trainer),

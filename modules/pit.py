@@ -31,6 +31,7 @@ from datamodules.pit import pair_of, pit_prompt, policy_prompt
 from feedback.base import Judge
 from modules.common import TinyLlama, export_at_fit_end, tiny_llama_config, warmup_cosine_schedule
 from modules.distributed import generate_in_fit, generation_context, shard_fsdp2
+from modules.finite import check_losses, check_weights_before_saving
 from modules.generation import Completion
 from modules.ppo import entropy, gae, masked_mean, policy_loss, shaped_rewards, token_logprobs, value_loss, whiten
 from modules.pretrained import Dtype, LoRA, add_lora, load_pretrained
@@ -272,9 +273,20 @@ class PITPolicy(LightningModule):
         if self.hparams.stage == "sft":
             logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             loss = weighted_lm_loss(logits, batch["input_ids"], batch["loss_weights"])
+            check_losses(self, self.stage_name, batch_idx, loss=loss)
             self.log("sft/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["input_ids"]))
             return loss
-        return self._ppo_step(batch)
+        return self._ppo_step(batch, batch_idx)
+
+    @property
+    def stage_name(self) -> str:
+        if self.hparams.stage == "sft":
+            return "PIT SFT"
+        iteration = self.current_epoch + 1  # epoch e trains on buffer e + 1
+        return f"PIT RL epoch {self.current_epoch} (buffer {iteration}, round {self.round_of(iteration)})"
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        check_weights_before_saving(self, self.stage_name)
 
     def _forward(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], values: bool):
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=values)
@@ -321,7 +333,7 @@ class PITPolicy(LightningModule):
     def on_train_epoch_end(self) -> None:  # runs after the callbacks' (rollouts): optimisation_s excludes them
         self.log("time/optimisation_s", self.optimisation_s, rank_zero_only=True)
 
-    def _ppo_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _ppo_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         cached = self._buffer[int(batch["index"])]
         mask = batch["response_mask"]
         logits, logprobs, values = self._forward(self.model, batch, values=True)
@@ -329,6 +341,7 @@ class PITPolicy(LightningModule):
                                              self.hparams.clip)
         vf_loss = value_loss(values, cached["old_values"], cached["returns"], mask, self.hparams.value_clip)
         loss = pg_loss + self.hparams.vf_coef * vf_loss
+        check_losses(self, self.stage_name, batch_idx, policy_loss=pg_loss, value_loss=vf_loss)
         n = len(batch["input_ids"])
         self.log("ppo/policy_loss", pg_loss, on_step=True, on_epoch=True, batch_size=n, prog_bar=True)
         self.log("ppo/value_loss", vf_loss, on_step=False, on_epoch=True, batch_size=n)

@@ -24,6 +24,7 @@ from transformers import AutoModelForSequenceClassification, LlamaForSequenceCla
 
 from modules.common import TinyLlama, export_at_fit_end, tiny_llama_config, warmup_cosine_schedule
 from modules.distributed import shard_fsdp2
+from modules.finite import check_losses, check_weights_before_saving
 from modules.pretrained import Dtype, LoRA, add_lora, load_pretrained, unwrapped
 
 #: the five ordered comparisons (better, worse) of the gap loss, by index into (r_wl, r_ww, r_ll, r_lw)
@@ -103,6 +104,7 @@ class PITRewardModel(LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         rewards = self._rewards(batch)
         loss = pit_reward_loss(rewards)
+        check_losses(self, "PIT reward model", batch_idx, loss=loss)
         pairs = len(rewards)
         self.log("rm/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=pairs)
         self.log("rm/train_pairwise_acc", (rewards[:, 0] > rewards[:, 3]).float().mean(), on_epoch=True, batch_size=pairs)
@@ -119,6 +121,9 @@ class PITRewardModel(LightningModule):
         for name, metric in self.val_metrics.items():
             self.log(f"rm/val_acc_{name.replace('_gt_', '>')}", metric.compute())
             metric.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        check_weights_before_saving(self, "PIT reward model")
 
     def configure_optimizers(self):
         trained = [p for p in self.model.parameters() if p.requires_grad]  # LoRA: adapters and the score head

@@ -22,6 +22,7 @@ from feedback.base import Teacher
 from feedback.editing import edit_traces
 from modules.common import TinyLlama, export_at_fit_end, tiny_llama_config
 from modules.distributed import generate_in_fit, shard_fsdp2
+from modules.finite import check_losses, check_weights_before_saving
 from modules.generation import Completion
 from modules.pretrained import Dtype, LoRA, add_lora, load_pretrained
 from tasks.base import CORRECT_MARKER, FEEDBACK_HEADER, UPDATED_HEADER, Question, Task
@@ -122,6 +123,11 @@ class TriPosTModule(LightningModule):
             return 0, epoch, w
         return 1 + (epoch - w) // e, (epoch - w) % e, e
 
+    def stage_name(self, epoch: int) -> str:
+        """The stage as the tables name it: ``ft rationale`` (warm-up) or ``TriPosT iteration k``."""
+        stage = self.stage_of(epoch)[0]
+        return "ft rationale (warm-up)" if stage == 0 else f"TriPosT iteration {stage}"
+
     def finished_stage(self, epoch: int) -> int | None:
         """The stage that ends with ``epoch`` (0 = warm-up), or None if training continues inside a stage."""
         stage, position, length = self.stage_of(epoch)
@@ -184,11 +190,15 @@ class TriPosTModule(LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         loss = weighted_lm_loss(logits, batch["input_ids"], batch["loss_weights"])
+        check_losses(self, self.stage_name(self.current_epoch), batch_idx, loss=loss)
         learned = (batch["loss_weights"] > 0).sum()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["input_ids"]))
         self.log("train/learned_tokens", learned.float(), on_step=False, on_epoch=True, reduce_fx="sum")
         self.log("train/stage", float(self.stage_of(self.current_epoch)[0]), on_step=False, on_epoch=True)
         return loss
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        check_weights_before_saving(self, self.stage_name(self.current_epoch))
 
     def configure_optimizers(self):
         optimizer = adamw(self.model, self.hparams.lr, self.hparams.weight_decay)

@@ -104,3 +104,26 @@ class GreedyTokens(Callback):
                                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                                  max_new_tokens=self.max_new_tokens)
         Path(self.path).write_text(json.dumps(completion.tokens))
+
+
+class Diverge(Callback):
+    """Makes training diverge at batch ``batch`` of epoch ``epoch`` (-1: the epoch's last batch): ``what="loss"``
+    turns that batch's loss weights into NaN before its step; ``what="weights"`` sets one weight to infinity after it."""
+
+    def __init__(self, epoch: int, batch: int, what: str = "loss") -> None:
+        self.epoch, self.batch, self.what = epoch, batch, what
+
+    def _hit(self, trainer, batch_idx) -> bool:
+        target = self.batch if self.batch >= 0 else trainer.num_training_batches + self.batch
+        return trainer.current_epoch == self.epoch and batch_idx == target
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.what == "loss" and self._hit(trainer, batch_idx):
+            batch["loss_weights"].fill_(float("nan"))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.what == "weights" and self._hit(trainer, batch_idx):
+            import torch
+
+            with torch.no_grad():
+                next(pl_module.model.parameters()).view(-1)[0] = float("inf")

@@ -304,3 +304,60 @@ def test_max_epochs_must_be_whole_iterations(tmp_path):
     # 1 warm-up epoch + iterations of 2 epochs: 4 epochs would end half-way through iteration 2
     with pytest.raises(ValueError, match=r"--trainer.max_epochs=4 must be warmup_epochs \+ T \* epochs_per_iteration"):
         main(tiny_args(tmp_path / "run", 4))
+
+
+def _all_finite(checkpoint_path) -> bool:
+    state = torch.load(checkpoint_path, weights_only=False)["state_dict"]
+    return all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
+
+
+def test_a_non_finite_loss_stops_the_run_at_that_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    from modules.finite import NonFiniteError
+
+    run = tmp_path / "run"
+    # epoch 0 = warm-up: 12 gold rationales in batches of 4 = 3 steps; iteration 1's first batch is step 4, trained
+    # at the iteration's first warm-up rate 1e-3 * iteration_lr (1e-3 in this config) = 1e-6
+    message = (r"TriPosT iteration 1: non-finite training loss at step 4 \(epoch 1, batch 0; 3 optimizer steps "
+               r"before it were finite\): loss = nan\. .*Learning rate: 1e-06 at this step \(peak "
+               r"--model.init_args.lr=0.003\); gradient clipping: --trainer.gradient_clip_val=1\. Try a lower "
+               r"--model.init_args.lr")
+    with pytest.raises(NonFiniteError, match=message):
+        main(tiny_args(run, 3, "--trainer.callbacks+=tests.helpers.Diverge", "--trainer.callbacks.epoch=1",
+                       "--trainer.callbacks.batch=0"))
+    checkpoint = torch.load(run / "checkpoints/last.ckpt", weights_only=False)
+    assert checkpoint["epoch"] == 0 and checkpoint["global_step"] == 3 and _all_finite(run / "checkpoints/last.ckpt")
+
+
+def test_non_finite_weights_are_never_saved_and_never_sampled(tmp_path):
+    from modules.finite import NonFiniteError
+
+    # an update that overflows at the end of epoch 1 (inside iteration 1): epoch 1's checkpoint is refused,
+    # so last.ckpt stays epoch 0's
+    run = tmp_path / "saved"
+    with pytest.raises(NonFiniteError, match=r"TriPosT iteration 1: refusing to write a checkpoint at step \d+ "
+                                             r"\(epoch 1\): 1 weight tensors are not finite \(model\.model\.embed_tokens"):
+        main(tiny_args(run, 3, "--trainer.callbacks+=tests.helpers.Diverge", "--trainer.callbacks.epoch=1",
+                       "--trainer.callbacks.batch=-1", "--trainer.callbacks.what=weights"))
+    assert torch.load(run / "checkpoints/last.ckpt", weights_only=False)["epoch"] == 0
+    assert _all_finite(run / "checkpoints/last.ckpt")
+
+    # at the end of the warm-up the rollouts come first (before the checkpoint): they refuse to sample
+    run = tmp_path / "sampled"
+    with pytest.raises(NonFiniteError, match=r"refusing to generate with the policy: 1 weight tensors are not finite"):
+        main(tiny_args(run, 3, "--trainer.callbacks+=tests.helpers.Diverge", "--trainer.callbacks.epoch=0",
+                       "--trainer.callbacks.batch=-1", "--trainer.callbacks.what=weights"))
+    assert not (run / "checkpoints/last.ckpt").exists()
+
+
+def test_a_learning_rate_that_blows_up_stops_with_the_non_finite_error_not_inside_sampling(tmp_path):
+    from modules.finite import NonFiniteError
+
+    # the issue's reproduction (lr=1e4 without clipping on the default config: the loss goes nan at step 21; before,
+    # it stayed nan for the whole epoch and the rollouts then died in torch.multinomial), shrunk: no warm-up of the
+    # rate. Here the last warm-up step's update overflows with a finite loss, so the rollouts refuse to sample.
+    with pytest.raises(NonFiniteError, match=r"(non-finite training loss|refusing to generate with the policy).*"
+                                             r"gradient clipping: off\. Try a lower --model.init_args.lr"):
+        main(tiny_args(tmp_path / "run", 3, "--model.init_args.lr=1e6", "--model.init_args.warmup_ratio=0",
+                       "--trainer.gradient_clip_val=null"))
+    for checkpoint in (tmp_path / "run").rglob("*.ckpt"):
+        assert _all_finite(checkpoint), checkpoint

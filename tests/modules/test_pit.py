@@ -251,3 +251,21 @@ def test_the_rl_step_shapes_rewards_with_kl_and_whitens_over_the_whole_buffer(tm
         got = policy._buffer[index]["advantages"]
         assert torch.allclose(got[:, -2:], torch.tensor([advantages] * 4), atol=1e-4), (index, got)
         assert not got[:, :-2].any()
+
+
+def test_a_non_finite_ppo_loss_stops_the_epoch_at_its_first_step_naming_both_losses(tmp_path, ma_tokenizer, monkeypatch):
+    from modules.finite import NonFiniteError
+
+    original = BufferData.__init__
+
+    # one reward of minibatch 1 is NaN: whitening over the whole buffer spreads it to every advantage, so the first
+    # step's policy loss is NaN while its value loss (minibatch 0's returns) stays finite: the message tells which
+    def poisoned(self, *args):
+        original(self, *args)
+        self.batches[1]["score"][3] = float("nan")
+
+    monkeypatch.setattr(BufferData, "__init__", poisoned)
+    with pytest.raises(NonFiniteError, match=r"^PIT RL epoch 0 \(buffer 1, round 1\): non-finite training loss at step 1 "
+                                             r"\(epoch 0, batch 0; 0 optimizer steps before it were finite\): "
+                                             r"policy_loss = nan, value_loss = \d\.\d+\. .*Learning rate: 0\.01 at this step"):
+        ppo_epoch_on_the_buffer(tmp_path, ma_tokenizer, lr=1e-2)
