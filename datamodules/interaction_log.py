@@ -35,7 +35,8 @@ from pathlib import Path
 SCHEMA_VERSION = 1
 ROLES = ("attempt", "feedback", "improvement", "reference", "response")
 #: correct: first attempt right (no edit); improved: fixed by the teacher or the policy's own feedback;
-#: feedback_only: the teacher's feedback is right but no improvement made progress (kept, as in TriPosT);
+#: feedback_only: fixed in the end, but some improvement made no progress: only the turns up to the teacher's
+#: first feedback are kept (as in TriPosT);
 #: failed: the teacher could not fix it within max_updates; dropped: unusable, see ``reason``.
 OUTCOMES = ("correct", "improved", "feedback_only", "failed", "dropped")
 TRAINABLE_OUTCOMES = ("correct", "improved", "feedback_only")

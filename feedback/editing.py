@@ -9,8 +9,17 @@ For each policy trace ``att_1, fb_1, att_2, ...`` (fb_i the policy's own feedbac
 2. At the edit point the policy's feedback is replaced by the teacher's; if the attempt is correct the episode
    ends there. Otherwise the teacher improves the attempt (at most ``max_updates`` times) until the gold answer
    says it is correct. Each improvement must keep the steps before the wrong one, change the wrong step, drop
-   the wrong segment and end in a final response; one that fails this is rejected (episode failed). An
-   improvement whose new feedback makes no progress (same or earlier error step) leaves a feedback-only episode.
+   the wrong segment and end in a final response (``check_improvement``); one that fails this is rejected and
+   the episode fails (the reference drops it). A step-numbering error (the quoted part is the step's own label,
+   ``"(4)"``) is fixed by renumbering that step, so there the label, not the line, must change.
+3. An improvement whose new feedback makes no progress (same step and segment, or an earlier step) is kept as
+   the next attempt to improve, but flags the episode (the reference's ``bad_improvement``). Outcome:
+
+   * correct in the end, no flag: ``improved``, every turn kept;
+   * correct in the end, flagged: ``feedback_only``, only the turns up to the teacher's first feedback are kept
+     (the attempt it judged and, before it, any turns the policy got right itself: the reference's
+     ``[question, attempt, first feedback]`` merged with that prefix);
+   * never correct within ``max_updates``: ``failed`` with the reason (the reference drops it).
 
 Teacher calls are batched across all episodes in each round, so LLM teachers can overlap requests.
 """
@@ -37,6 +46,10 @@ class _Edit:
     current: str = ""
     current_feedback: Feedback | None = None
     updates: int = 0
+    #: how many turns end at the teacher's first feedback: all a flagged (feedback-only) episode keeps
+    first_feedback_turns: int = 0
+    #: the reference's ``bad_improvement``: some improvement made no progress
+    bad_improvement: bool = False
 
 
 def edit_traces(
@@ -102,6 +115,7 @@ def _walk(task: Task, teacher: Teacher, edits: list[_Edit], policy_name: str) ->
                 e.outcome = "correct" if e.position == 0 else "improved"
             else:
                 e.current, e.current_feedback = attempt, verdict
+                e.first_feedback_turns = len(e.turns)
         walking = still_walking
 
 
@@ -128,13 +142,16 @@ def _improve(task: Task, teacher: Teacher, edits: list[_Edit], max_updates: int)
                 e.outcome, e.reason = "failed", f"teacher feedback: {verdict.reason}"
                 continue
             if not verdict.correct and not _progress(e.current, e.current_feedback, answer, verdict):
-                e.outcome, e.reason = "feedback_only", "improvement made no progress"
-                continue
+                e.bad_improvement = True  # the reference keeps improving; the flag only decides what is kept
             e.turns += [Turn("improvement", answer, teacher.name), Turn("feedback", verdict.text, teacher.name if not verdict.correct else "gold")]
-            if verdict.correct:
+            if verdict.correct and e.bad_improvement:
+                e.turns = e.turns[: e.first_feedback_turns]
+                e.outcome, e.reason = "feedback_only", "an improvement made no progress: kept the first feedback only"
+            elif verdict.correct:
                 e.outcome = "improved"
             elif e.updates >= max_updates:
-                e.outcome, e.reason = "failed", f"not correct after max_updates={max_updates} improvements"
+                stalled = " (an improvement made no progress)" if e.bad_improvement else ""
+                e.outcome, e.reason = "failed", f"not correct after max_updates={max_updates} improvements{stalled}"
             else:
                 e.current, e.current_feedback = answer, verdict
                 still_pending.append(e)
@@ -150,24 +167,57 @@ def check_improvement(previous: str, improved: str, feedback: Feedback) -> str |
         return "contains a new question"
     if improved.strip() == previous.strip():
         return "identical to the previous attempt"
-    labels = [label for label, _ in old_steps]
-    if feedback.step not in labels:
-        return f"the feedback's step ({feedback.step}) is not a step of the attempt"
-    k = labels.index(feedback.step)
-    if [line for _, line in new_steps[:k]] != [line for _, line in old_steps[:k]]:
-        return f"changed the steps before step ({feedback.step})"
-    new_line = dict(new_steps).get(feedback.step)
-    if new_line == old_steps[k][1]:
+    return _rewritten_step(old_steps, new_steps, feedback)[1]
+
+
+def _rewritten_step(old_steps: list[tuple[str, str]], new_steps: list[tuple[str, str]],
+                    feedback: Feedback) -> tuple[int | None, str | None]:
+    """``(k, None)`` with ``k`` the index in the previous attempt of the wrong step the improvement rewrote, or
+    ``(None, problem)``.
+
+    Labels can repeat in model output (a numbering slip writes a second ``(2)``), so every step carrying the
+    blamed label is a candidate: the improvement must keep the steps before one of them verbatim and rewrite it.
+    """
+    candidates = [i for i, (label, _) in enumerate(old_steps) if label == feedback.step]
+    if not candidates:
+        return None, f"the feedback's step ({feedback.step}) is not a step of the attempt"
+    problem = None
+    for k in candidates:
+        if [line for _, line in new_steps[:k]] != [line for _, line in old_steps[:k]]:
+            # later candidates keep an even longer prefix: report the nearest candidate's problem if there was one
+            return None, problem or f"changed the steps before step ({feedback.step})"
+        problem = _rewrite_problem(old_steps[k], new_steps[k] if k < len(new_steps) else None, feedback)
+        if problem is None:
+            return k, None
+    return None, problem
+
+
+def _rewrite_problem(old: tuple[str, str], new: tuple[str, str] | None, feedback: Feedback) -> str | None:
+    """What is wrong with ``new``, the step at the wrong step's place in the improvement (None: nothing)."""
+    if new is None:
+        return f"ends before step ({feedback.step})"
+    label, line = new
+    if line == old[1]:
         return f"did not change step ({feedback.step})"
-    if new_line is not None and feedback.segment and feedback.segment in new_line and feedback.step != FINAL_RESPONSE.strip("()"):
-        return f"step ({feedback.step}) still contains the wrong part {feedback.segment!r}"
-    return None
+    if not feedback.segment or feedback.step == FINAL_RESPONSE.strip("()"):
+        return None
+    if feedback.segment == f"({feedback.step})":
+        # a numbering error quotes the step's own label: renumbering fixes it, and the label opens every step line
+        still_wrong = label == feedback.step
+    else:
+        still_wrong = feedback.segment in line
+    return f"step ({feedback.step}) still contains the wrong part {feedback.segment!r}" if still_wrong else None
 
 
 def _progress(previous: str, old: Feedback, improved: str, new: Feedback) -> bool:
-    """The new error must lie after the old one (or be a different segment of the same step)."""
+    """The new error must lie after the old one (or be a different segment of the same step).
+
+    Compared by position, not label: fixing a numbering error changes the labels (a wrong ``(4)`` becomes ``(3)``).
+    """
+    old_at = _rewritten_step(split_steps(previous), split_steps(improved), old)[0]
     labels = [label for label, _ in split_steps(improved)]
-    if old.step not in labels or new.step not in labels:
+    if old_at is None or new.step not in labels:
         return True
-    old_at, new_at = labels.index(old.step), labels.index(new.step)
+    # the steps before old_at were judged correct and kept, so a later step with the blamed label is the one meant
+    new_at = next((i for i in range(old_at, len(labels)) if labels[i] == new.step), labels.index(new.step))
     return new_at > old_at or (new_at == old_at and new.segment != old.segment)

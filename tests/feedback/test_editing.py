@@ -123,32 +123,92 @@ class Replays(Teacher):
         return [self.improvements.pop(0) if self.improvements else Dropped("nothing left to replay") for _ in items]
 
 
-def test_an_improvement_that_makes_no_progress_leaves_a_feedback_only_episode(setup):
-    task, question, gold, wrong = setup
+def no_progress_improvements(gold):
+    """An improvement that fixes step (2) but slips on step (4), the teacher's (wrong) feedback on it blaming step
+    (1), before the step (2) it blamed first (no progress), and a rewrite of step (1) as that feedback asks."""
     lines = gold.splitlines()
-    # step (2) fixed, step (4) newly wrong: then the teacher blames step (1), before the step (2) it blamed first
-    improvement = "\n".join([*lines[:3], "(4) Then, the final equation is (A - B) = (-90 - 5) = -85.",
-                             "(Final response) So the answer is -85."])
-    step1 = error_feedback(None, "1", "(A - B)", "x")
-    teacher = Replays([improvement, gold], feedbacks=[None, step1])
-    episode = edit(task, question, [wrong], [None], teacher=teacher)
-    assert (episode.outcome, episode.reason) == ("feedback_only", "improvement made no progress")
-    # the improvement and its feedback are not kept: the attempt and the teacher's first feedback only
-    assert [(t.role, t.by) for t in episode.turns] == [("attempt", "policy"), ("feedback", "replay")]
-    assert episode.turns[0].text == wrong
-    assert episode.turns[1].text.startswith('Step (1) is correct. In step (2) the part "(18 * -5) = -80" is incorrect')
-    assert teacher.improve_calls == 1  # the episode ended: gold was never asked for
+    slips_4 = "\n".join([*lines[:3], "(4) Then, the final equation is (A - B) = (-90 - 5) = -85.",
+                         "(Final response) So the answer is -85."])
+    blames_1 = error_feedback(None, "1", "(A - B)", "the two parts should be named differently")
+    rewrites_1 = lines[0].replace('"(A - B)"', '"A - B"')
+    return slips_4, blames_1, rewrites_1
 
 
-def test_improvements_stop_after_max_updates(setup):
-    task, question, gold, wrong = setup
+def progressing_improvements(gold):
+    """Improvements that each fix the step blamed and slip on a later one: step (2) -> (3) -> (4)."""
     lines = gold.splitlines()
-    # each improvement fixes the step blamed and slips on a later one: step (2) -> (3) -> (4), always progress
     fixes_2 = "\n".join([*lines[:2], "(3) Let's calculate B = (2 + 4 - 1) = ((2 + 4) - 1) = (6 - 1) = 4.",
                          "(4) Then, the final equation is (A - B) = (-90 - 4) = -86.",
                          "(Final response) So the answer is -86."])
     fixes_3 = "\n".join([*lines[:3], "(4) Then, the final equation is (A - B) = (-90 - 5) = -85.",
                          "(Final response) So the answer is -85."])
+    return fixes_2, fixes_3
+
+
+def test_no_progress_then_correct_keeps_only_the_first_feedback(setup):
+    task, question, gold, wrong = setup
+    slips_4, blames_1, rewrites_1 = no_progress_improvements(gold)
+    correct = "\n".join([rewrites_1, *gold.splitlines()[1:]])
+    teacher = Replays([slips_4, correct], feedbacks=[None, blames_1])
+    episode = edit(task, question, [wrong], [None], teacher=teacher)
+    # the reference's bad_improvement: improving goes on until correct, then only [attempt, first feedback] is kept
+    assert teacher.improve_calls == 2
+    assert (episode.outcome, episode.reason) == (
+        "feedback_only", "an improvement made no progress: kept the first feedback only")
+    assert [(t.role, t.by) for t in episode.turns] == [("attempt", "policy"), ("feedback", "replay")]
+    assert episode.turns[0].text == wrong
+    assert episode.turns[1].text.startswith('Step (1) is correct. In step (2) the part "(18 * -5) = -80" is incorrect')
+
+
+def test_no_progress_then_never_correct_fails(setup):
+    task, question, gold, wrong = setup
+    slips_4, blames_1, rewrites_1 = no_progress_improvements(gold)
+    still_slips_4 = "\n".join([rewrites_1, *slips_4.splitlines()[1:]])
+    teacher = Replays([slips_4, still_slips_4, gold], feedbacks=[None, blames_1])
+    episode = edit(task, question, [wrong], [None], teacher=teacher, max_updates=2)
+    assert teacher.improve_calls == 2
+    assert (episode.outcome, episode.reason) == (
+        "failed", "not correct after max_updates=2 improvements (an improvement made no progress)")
+    # failed episodes are not trained on; the log keeps every turn to show what happened
+    assert [(t.role, t.by) for t in episode.turns] == [
+        ("attempt", "policy"), ("feedback", "replay"), ("improvement", "replay"), ("feedback", "replay"),
+        ("improvement", "replay"), ("feedback", "replay")]
+    assert [t.text for t in episode.turns[2::2]] == [slips_4, still_slips_4]
+    assert episode.turns[3].text == blames_1.text
+
+
+def test_no_progress_keeps_the_policy_turns_before_the_edit_point(setup):
+    task, question, gold, wrong = setup
+    fixes_2, _ = progressing_improvements(gold)
+    slips_4, blames_1, rewrites_1 = no_progress_improvements(gold)
+    own = ScriptedTeacher().feedback(task, [(question, wrong)])[0].text  # right: the policy then fixes step (2)
+    correct = "\n".join([rewrites_1, *gold.splitlines()[1:]])
+    teacher = Replays([slips_4, correct], feedbacks=[None, None, blames_1])
+    episode = edit(task, question, [wrong, fixes_2], [own, None], teacher=teacher)
+    # the reference merges the policy's agreeing turns with [attempt, first feedback] at the edit point
+    assert episode.outcome == "feedback_only"
+    assert [(t.role, t.by) for t in episode.turns] == [
+        ("attempt", "policy"), ("feedback", "policy"), ("improvement", "policy"), ("feedback", "replay")]
+    assert [t.text for t in episode.turns[0::2]] == [wrong, fixes_2]
+    assert 'In step (3) the part "(6 - 1) = 4" is incorrect' in episode.turns[3].text
+
+
+def test_progressing_improvements_keep_every_turn(setup):
+    task, question, gold, wrong = setup
+    fixes_2, fixes_3 = progressing_improvements(gold)
+    teacher = Replays([fixes_2, fixes_3, gold])
+    episode = edit(task, question, [wrong], [None], teacher=teacher, max_updates=3)
+    assert (episode.outcome, episode.reason) == ("improved", None)
+    assert [(t.role, t.by) for t in episode.turns] == [
+        ("attempt", "policy"), ("feedback", "replay"), ("improvement", "replay"), ("feedback", "replay"),
+        ("improvement", "replay"), ("feedback", "replay"), ("improvement", "replay"), ("feedback", "gold")]
+    assert [t.text for t in episode.turns[0::2]] == [wrong, fixes_2, fixes_3, gold]
+    assert episode.turns[7].text == correct_feedback(gold)
+
+
+def test_improvements_stop_after_max_updates(setup):
+    task, question, gold, wrong = setup
+    fixes_2, fixes_3 = progressing_improvements(gold)
     teacher = Replays([fixes_2, fixes_3, gold])  # a third improvement would be right, but max_updates=2 forbids it
     episode = edit(task, question, [wrong], [None], teacher=teacher, max_updates=2)
     assert (episode.outcome, episode.reason) == ("failed", "not correct after max_updates=2 improvements")
@@ -167,3 +227,92 @@ def test_check_improvement_rules(setup):
     assert check_improvement(wrong, gold, feedback) is None
     assert "identical" in check_improvement(wrong, wrong, feedback)
     assert "(Final response)" in check_improvement(wrong, "\n".join(gold.split("\n")[:-1]), feedback)
+
+
+# Step-numbering slips: the step is right but mislabelled, and the answer is wrong further on. The task's verifier
+# blames the label itself (the part "(4)"), so the improvement renumbers that step rather than changing its text.
+RENUMBERED_B = [
+    ("(3) Let's", "(4) Let's"),  # the label of a later step: (1) (2) (4) (4)
+    ("(3) Let's", "(2) Let's"),  # the label of an earlier step: (1) (2) (2) (4)
+]
+
+
+def numbering_slip(gold, relabel):
+    """``gold`` with step (3) relabelled and a wrong subtraction in step (4), carried into the answer."""
+    return gold.replace(*relabel).replace("(-90 - 5) = -95.", "(-90 - 5) = -85.").replace("is -95.", "is -85.")
+
+
+@pytest.mark.parametrize("relabel", RENUMBERED_B, ids=["later-label", "earlier-label"])
+def test_a_fix_of_a_numbering_error_improves_the_episode(setup, relabel):
+    task, question, gold, _ = setup
+    slip = numbering_slip(gold, relabel)
+    label = relabel[1][:3]
+    episode = edit(task, question, [slip], [None])
+    assert (episode.outcome, episode.reason) == ("improved", None)
+    assert [(t.role, t.by) for t in episode.turns] == [
+        ("attempt", "policy"), ("feedback", "script"), ("improvement", "script"), ("feedback", "gold")]
+    assert episode.turns[1].text == (f'Step (1) to step (2) are correct. In step {label} the part "{label}" is '
+                                     "incorrect. This is because this step should be numbered (3).")
+    assert episode.turns[2].text == gold
+
+
+@pytest.mark.parametrize("relabel", RENUMBERED_B, ids=["later-label", "earlier-label"])
+def test_an_improvement_that_keeps_a_wrong_number_is_rejected(setup, relabel):
+    task, question, gold, _ = setup
+    slip = numbering_slip(gold, relabel)
+    label = relabel[1][:3]
+    # step (3) reworded and the answer fixed, but the step still carries the wrong number
+    keeps_label = gold.replace("(3) Let's calculate B = (2 + 4 - 1) = ((2 + 4) - 1)",
+                               f"{label} Let's calculate B = (2 + 4 - 1)")
+    feedback = ScriptedTeacher().feedback(task, [(question, slip)])[0]
+    assert check_improvement(slip, keeps_label, feedback) == f"step {label} still contains the wrong part '{label}'"
+    episode = edit(task, question, [slip], [None], teacher=Replays([keeps_label]))
+    assert (episode.outcome, episode.reason) == (
+        "failed", f"improvement rejected: step {label} still contains the wrong part '{label}'")
+    assert check_improvement(slip, gold, feedback) is None
+
+
+def test_progress_after_a_numbering_fix_is_judged_by_position(setup):
+    task, question, gold, _ = setup
+    slip = numbering_slip(gold, RENUMBERED_B[0])  # step (4) at the place of step (3)
+    lines = gold.splitlines()
+    # renumbered (4) -> (3) but B miscalculated: a new error in the same place, a different part: progress
+    renumbered = "\n".join([*lines[:2], "(3) Let's calculate B = (2 + 4 - 1) = ((2 + 4) - 1) = (6 - 1) = 4.",
+                            "(4) Then, the final equation is (A - B) = (-90 - 4) = -86.",
+                            "(Final response) So the answer is -86."])
+    teacher = Replays([renumbered, gold])
+    episode = edit(task, question, [slip], [None], teacher=teacher)
+    assert (episode.outcome, episode.reason) == ("improved", None)
+    assert [t.text for t in episode.turns[0::2]] == [slip, renumbered, gold]
+    assert 'In step (3) the part "(6 - 1) = 4" is incorrect' in episode.turns[3].text
+
+
+@pytest.fixture(scope="module")
+def ws_task():
+    from tasks import WordSorting
+
+    return WordSorting(num_train=1, num_test_seen=0, num_test_unseen=0)
+
+
+@pytest.mark.parametrize(("relabel", "previous", "should_be"), [
+    (("(4) Hence", "(3) Hence"), "3.2", "4"),  # the closing "Hence" numbered as the subpart it follows
+    # the right number of the step, (2), and the wrong one, (1), also appear inside it as letter numbers
+    (("(2) We now have", "(1) We now have"), "1", "2"),
+], ids=["nested-label", "label-quoted-in-the-step"])
+def test_a_fix_of_a_word_sorting_numbering_error_improves_the_episode(ws_task, relabel, previous, should_be):
+    words = "exclamation altruism elysian buxom metro gradual neophyte"
+    answer = "altruism buxom elysian exclamation gradual metro neophyte"
+    question = Question("hand-ws", f"Sort the following words alphabetically:\nList: {words}", answer, "4-7", True)
+    gold = ws_task.gold_rationale(question)
+    assert [line[:6] for line in gold.splitlines()] == [
+        "(1) Th", "(2) We", "(3) No", "(3.1) ", "(3.2) ", "(4) He", "(Final"]
+    assert '(2) We now have: (1) "altruism" < (2) "buxom"' in gold
+    # the step mislabelled, then two words swapped in the answer
+    slip = gold.replace(*relabel).replace(f"is: {answer}", "is: altruism buxom exclamation elysian gradual metro neophyte")
+    episode = edit(ws_task, question, [slip], [None])
+    assert (episode.outcome, episode.reason) == ("improved", None)
+    label = relabel[1][:3]
+    head = "Step (1) is correct." if previous == "1" else f"Step (1) to step ({previous}) are correct."
+    assert episode.turns[1].text == (f'{head} In step {label} the part "{label}" is incorrect. '
+                                     f"This is because this step should be numbered ({should_be}).")
+    assert episode.turns[2].text == gold
