@@ -4,7 +4,9 @@ For each (x, y_ref, y) the judge sees both responses (``feedback/prompts/judge.t
 A, B or tie; the gap reward is +1 when the improvement ``y`` wins, -1 when the reference wins, 0 for a tie. With
 ``both_orders`` every pair is asked twice with the responses swapped and the two verdicts averaged, which cancels
 the position bias LLM judges are known for. Requests go through an ``OpenAITeacher`` (concurrency, retries,
-cache, usage counters); an answer that is none of A / B / tie counts as a tie and as ``off_format``.
+cache, usage counters); an answer that is none of A / B / tie counts as a tie and as ``judge_off_format``; a request
+the endpoint did not answer (refused, or dead after every retry below ``max_failed_fraction``: ``Dropped``) counts as
+a tie and as ``judge_dropped`` (the client's ``dead_requests`` says how many were dead).
 """
 
 from __future__ import annotations
@@ -40,12 +42,16 @@ class LLMJudge(Judge):
         if missing:
             raise ValueError(f"{path}: judge prompt lacks the placeholder(s) {', '.join(missing)}")
         self.off_format = 0
+        self.dropped = 0
 
     def _prompt(self, x: str, a: str, b: str) -> str:
         return self.template.replace("{x}", x.strip()).replace("{a}", a.strip()).replace("{b}", b.strip())
 
     def _verdict(self, answer: str | Dropped) -> str:
-        match = _VERDICT.match(answer) if isinstance(answer, str) else None
+        if isinstance(answer, Dropped):
+            self.dropped += 1
+            return "tie"
+        match = _VERDICT.match(answer)
         if match is None:
             self.off_format += 1
             return "tie"
@@ -63,8 +69,8 @@ class LLMJudge(Judge):
         return [(f + s) / 2 for f, s in zip(first, second)]
 
     def usage(self) -> dict[str, float]:
-        return self.client.usage() | {"judge_off_format": float(self.off_format)}
+        return self.client.usage() | {"judge_off_format": float(self.off_format), "judge_dropped": float(self.dropped)}
 
     def reset_usage(self) -> None:
         self.client.reset_usage()
-        self.off_format = 0
+        self.off_format = self.dropped = 0

@@ -7,15 +7,20 @@ Built to run for hours against a flaky, rate-limited, paid API:
   malformed JSON, waiting what ``Retry-After`` says when the server says it;
 * a persistent cache (``feedback.cache``) consulted before and filled after every call, so a resumed or repeated run
   pays for no call twice (answers arrive in the cache as they complete, even in a round that fails later);
-* counters (``usage()``): calls, cache hits, retries, failures, prompt/completion tokens, latency; the rollout
-  callback logs them to TensorBoard per round;
+* counters (``usage()``): requests, calls, cache hits, retries, failures, dead requests, prompt/completion tokens,
+  latency; the rollout callback logs them to TensorBoard per round (``teacher/*``);
 * the API key is read from the environment variable named by ``api_key_env`` when a request is sent and kept
   nowhere else, so it cannot reach configs, checkpoints or logs; error messages are scrubbed of it too.
 
 A request the server refuses (400/413/422: e.g. a prompt over the context length) or that stays malformed after the
-retries drops that item with a counted reason. An endpoint that is unreachable after every retry, or that refuses
-the credentials or the model (401/403/404), raises ``TeacherUnavailable``: the round fails with a clear message and
-``--ckpt_path last`` resumes it, answering from the cache what had already been answered.
+retries drops that item with a counted reason. A request still failing after all its retries (no connection,
+timeouts, 5xx, 429) is a *dead request*: that item is dropped too, with the reason ``teacher unavailable after N
+tries: ...`` (written in the interaction log), counted as ``dead_requests``, never cached, and the round goes on.
+When more than ``max_failed_fraction`` (default 0.1) of the round's requests are dead (a round runs from one
+``reset_usage()`` to the next; the requests answered from the cache count too, so a resumed round counts the same),
+or when the endpoint refuses the credentials or the model (401/403/404), ``TeacherUnavailable`` is raised: requests
+not yet sent are cancelled, those in flight finish and are cached, and the round fails with a clear message;
+``--ckpt_path last`` resumes it, answering from the cache what had already been answered and asking only the rest.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 FATAL_STATUS = {401: "the endpoint refused the credentials", 403: "the endpoint refused the credentials",
                 404: "no such endpoint or model (check base_url and model)"}
 DEFAULT_CACHE = "~/.cache/selfimprove/teacher_cache.sqlite"
+DEAD = "teacher unavailable"  # how a dead request's drop reason begins
 
 
 class _Retry(Exception):
@@ -69,6 +75,9 @@ class OpenAITeacher(LLMTeacher):
         backoff: first retry delay in seconds; doubles each retry, with jitter, up to ``max_backoff``.
         max_backoff: longest computed delay (a server's Retry-After is honoured as given).
         cache_path: SQLite completion cache shared by runs and processes; None disables it.
+        max_failed_fraction: most of a round's requests (those answered from the cache included) that may be dead,
+            i.e. still failing after every retry, before the round fails with ``TeacherUnavailable``; dead ones below
+            that are dropped items with a counted reason. 0 fails the round at the first dead request, 1 never.
         prompts_dir, scripted_feedback, feedback_temperature, improve_temperature, rationale_temperature,
             max_tokens: see ``feedback.llm.LLMTeacher``.
     """
@@ -77,12 +86,15 @@ class OpenAITeacher(LLMTeacher):
                  api: Literal["completions", "chat"] = "completions", api_key_env: str | None = "OPENAI_API_KEY",
                  system_prompt: str | None = None, concurrency: int = 16, timeout: float = 60.0, max_retries: int = 6,
                  backoff: float = 1.0, max_backoff: float = 60.0, cache_path: str | None = DEFAULT_CACHE,
-                 prompts_dir: str | None = None, scripted_feedback: bool = False, feedback_temperature: float = 0.0,
-                 improve_temperature: float = 0.7, rationale_temperature: float = 0.0, max_tokens: int = 512) -> None:
+                 max_failed_fraction: float = 0.1, prompts_dir: str | None = None, scripted_feedback: bool = False,
+                 feedback_temperature: float = 0.0, improve_temperature: float = 0.7, rationale_temperature: float = 0.0,
+                 max_tokens: int = 512) -> None:
         super().__init__(prompts_dir, scripted_feedback, feedback_temperature, improve_temperature,
                          rationale_temperature, max_tokens)
         if concurrency < 1 or max_retries < 0 or timeout <= 0:
             raise ValueError("concurrency must be >= 1, max_retries >= 0 and timeout > 0")
+        if not 0.0 <= max_failed_fraction <= 1.0:
+            raise ValueError(f"max_failed_fraction must be in [0, 1], got {max_failed_fraction}")
         self.name = model
         self.model = model
         self.api = api
@@ -95,6 +107,7 @@ class OpenAITeacher(LLMTeacher):
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.cache_path = cache_path
+        self.max_failed_fraction = max_failed_fraction
         self._cache: CompletionCache | None = None
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
@@ -119,6 +132,7 @@ class OpenAITeacher(LLMTeacher):
     def usage(self) -> dict[str, float]:
         with self._lock:
             counts = {f"{k}": float(v) for k, v in self.counts.items()}
+        counts = {"requests": 0.0, "dead_requests": 0.0} | counts  # logged every round, zeros included
         answered = counts.get("answered", 0.0)
         counts["latency_mean_s"] = counts.get("latency_s", 0.0) / answered if answered else 0.0
         return super().usage() | counts
@@ -138,6 +152,7 @@ class OpenAITeacher(LLMTeacher):
         payloads = [self._payload(p, temperature, max_tokens) for p in prompts]
         keys = [cache_key(self.url, p) for p in payloads]
         unique = dict(zip(keys, payloads))  # identical requests are asked once
+        self._add(requests=len(unique))  # max_failed_fraction's denominator: cache hits included
         answers: dict[str, str | Dropped] = {}
         for key in unique:
             record = self.cache.get(key) if self.cache is not None else None
@@ -150,7 +165,8 @@ class OpenAITeacher(LLMTeacher):
         return [answers[key] for key in keys]
 
     def _fetch(self, todo: list[tuple[str, dict]], answers: dict[str, str | Dropped]) -> None:
-        """Answer ``todo`` concurrently, caching each answer as it arrives. If the endpoint is gone, requests not yet
+        """Answer ``todo`` concurrently, caching each answer as it arrives (never a drop: a rerun asks again). If the
+        endpoint refuses us, or more than ``max_failed_fraction`` of the round's requests are dead, requests not yet
         started are cancelled, those in flight finish (and are cached), then the round fails."""
         failure: TeacherUnavailable | None = None
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(todo)), thread_name_prefix="teacher") as pool:
@@ -158,19 +174,36 @@ class OpenAITeacher(LLMTeacher):
             for future in as_completed(futures):
                 if future.cancelled():
                     continue
+                failed = failure is not None
                 try:
                     answer = future.result()
                 except TeacherUnavailable as error:
-                    if failure is None:
-                        failure = error
-                        for pending in futures:
-                            pending.cancel()
-                    continue
-                answers[futures[future]] = answer
-                if isinstance(answer, str) and self.cache is not None:
-                    self.cache.put(futures[future], {"text": answer})
+                    failure = failure or error
+                else:
+                    answers[futures[future]] = answer
+                    if isinstance(answer, str) and self.cache is not None:
+                        self.cache.put(futures[future], {"text": answer})
+                    failure = failure or self._too_many_dead(answer)
+                if failure is not None and not failed:
+                    for pending in futures:
+                        pending.cancel()
         if failure is not None:
             raise failure
+
+    def _too_many_dead(self, answer: str | Dropped) -> TeacherUnavailable | None:
+        """The round's failure once its dead requests pass ``max_failed_fraction`` of its requests so far (this
+        whole batch included), else None."""
+        with self._lock:
+            dead, requests = self.counts["dead_requests"], self.counts["requests"]
+        dead_answer = isinstance(answer, Dropped) and answer.reason.startswith(DEAD)
+        if not dead_answer or dead <= self.max_failed_fraction * requests:
+            return None
+        last = answer.reason.partition(": ")[2]
+        return TeacherUnavailable(self._scrub(
+            f"teacher endpoint {self.url} gave no answer after {self.max_retries + 1} tries (last: {last}); {dead} of "
+            f"{requests} requests this round failed, more than max_failed_fraction={self.max_failed_fraction}. Check "
+            "that the server is up (base_url); answers received so far are cached, so rerunning with "
+            "--ckpt_path last pays for none of them again"))
 
     def _payload(self, prompt: str, temperature: float, max_tokens: int) -> dict:
         body = {"model": self.model, "temperature": temperature, "max_tokens": max_tokens, "stop": [END]}
@@ -180,7 +213,8 @@ class OpenAITeacher(LLMTeacher):
         return body | {"messages": [*messages, {"role": "user", "content": prompt}]}
 
     def _request(self, payload: dict) -> str | Dropped:
-        """One item: tries until an answer, a per-item refusal (``Dropped``) or the retries run out."""
+        """One item: tries until an answer, a per-item refusal (``Dropped``) or the retries run out (``Dropped``,
+        counted as a dead request)."""
         last = "no attempt"
         for attempt in range(self.max_retries + 1):
             if attempt:
@@ -195,10 +229,8 @@ class OpenAITeacher(LLMTeacher):
         self._add(failures=1)
         if last.startswith("malformed"):
             return Dropped(f"endpoint answer unusable after {self.max_retries + 1} tries: {last}")
-        raise TeacherUnavailable(self._scrub(
-            f"teacher endpoint {self.url} gave no answer after {self.max_retries + 1} tries (last: {last}). Check "
-            "that the server is up (base_url); answers received so far are cached, so rerunning with "
-            "--ckpt_path last pays for none of them again"))
+        self._add(dead_requests=1)
+        return Dropped(self._scrub(f"{DEAD} after {self.max_retries + 1} tries: {last}"))
 
     def _send(self, payload: dict) -> str | Dropped:
         headers = {"Content-Type": "application/json"}

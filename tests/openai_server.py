@@ -2,10 +2,12 @@
 
 ``answer(prompt) -> str`` writes the completion; ``faults`` is a queue of what the next requests get instead
 (``429`` with Retry-After, ``500``, a ``hang`` past the client's timeout, ``malformed`` JSON), consumed one per
-request. Every request is recorded with its start/end time and headers, so tests can measure overlap. Overlap is
-made certain, not left to timing: with ``gate`` set, every request waits until ``gate`` requests have arrived (at
-most ``gate_s`` seconds, after which the gate stays open); a ``hang`` lasts until ``release`` is set (at most
-``hang_s``), so a test can see it still in flight after the client moved on.
+request; ``fault_of(prompt)``, when set, names the fault of every request for that prompt that the queue leaves
+alone (None: answer it), so chosen items can fail every try however the client orders its requests. Every request
+is recorded with its start/end time and headers, so tests can measure overlap. Overlap is made certain, not left to
+timing: with ``gate`` set, every request waits until ``gate`` requests have arrived (at most ``gate_s`` seconds,
+after which the gate stays open); a ``hang`` lasts until ``release`` is set (at most ``hang_s``), so a test can see
+it still in flight after the client moved on.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class FakeOpenAI:
     answer: Callable[[str], str]
     latency: float = 0.0
     faults: list[str] = field(default_factory=list)
+    fault_of: Callable[[str], str | None] | None = None
     hang_s: float = 3.0
     gate: int = 0
     gate_s: float = 5.0
@@ -54,6 +57,8 @@ class FakeOpenAI:
                 with server._lock:
                     server.records.append(record)
                     fault = server.faults.pop(0) if server.faults else None
+                    if fault is None and server.fault_of is not None:
+                        fault = server.fault_of(prompt_of(body))
                     server._arrived += 1
                     if server._arrived >= server.gate:
                         server._gate_open.set()
@@ -91,7 +96,7 @@ class FakeOpenAI:
         if fault is not None and fault.isdigit():
             return _send(handler, int(fault), b'{"error": "refused"}')
         time.sleep(self.latency)
-        prompt = body["prompt"] if "prompt" in body else body["messages"][-1]["content"]
+        prompt = prompt_of(body)
         text = self.answer(prompt)
         choice = {"text": text} if "prompt" in body else {"message": {"role": "assistant", "content": text}}
         usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())}
@@ -114,6 +119,11 @@ def _send(handler: BaseHTTPRequestHandler, status: int, payload: bytes, headers:
     handler.end_headers()
     handler.record.end = time.perf_counter()  # before the client can have the answer (and send its next request)
     handler.wfile.write(payload)
+
+
+def prompt_of(body: dict) -> str:
+    """The prompt of a completions request, or the last message of a chat one."""
+    return body["prompt"] if "prompt" in body else body["messages"][-1]["content"]
 
 
 def max_overlap(records: list[Record]) -> int:

@@ -41,13 +41,14 @@ def du_teacher_answers(task: DateUnderstanding):
     return answer
 
 
-def tiny_du_config(tmp_path, server, cache, data, shard, run, max_retries=6, max_epochs=3) -> str:
+def tiny_du_config(tmp_path, server, cache, data, shard, run, max_retries=6, max_epochs=3,
+                   max_failed_fraction=0.1) -> str:
     """The shipped DU config pointed at the test server and shrunk to seconds; returns the YAML's path."""
     config = yaml.safe_load(open(REPO_CONFIG))
     rollouts = config["trainer"]["callbacks"][-1]["init_args"]
     rollouts["teacher"]["init_args"] |= {"model": "du-teacher", "base_url": server.base_url, "backoff": 0.01,
                                          "api_key_env": "DU_TEACHER_KEY", "cache_path": str(cache),
-                                         "max_retries": max_retries}
+                                         "max_retries": max_retries, "max_failed_fraction": max_failed_fraction}
     task_args = config["data"]["init_args"]["task"]["init_args"]
     task_args |= {"data_path": str(data), "rationales": str(shard), "num_test_seen": 2}
     config["trainer"]["logger"]["init_args"]["save_dir"] = str(run)
@@ -111,11 +112,13 @@ def test_date_understanding_collects_rationales_and_fits_against_the_server(tmp_
 def test_a_dead_teacher_fails_the_round_and_the_resumed_run_pays_for_nothing_twice(tmp_path):
     data = write_du(tmp_path / "du.json", n=16)
     task = DateUnderstanding(data_path=str(data))
-    answers, answered, up = du_teacher_answers(task), [], {"fully": True}
+    answers, answered, up, doomed = du_teacher_answers(task), [], {"fully": True, "resumed": False}, {}
 
     def flaky(prompt: str) -> str:
         if len(answered) >= 3 and not up["fully"]:
             raise ConnectionResetError("teacher died")  # the handler drops the connection: a reset
+        if up["resumed"] and prompt not in answered[:3] and doomed.setdefault("prompt", prompt) == prompt:
+            raise ConnectionResetError("this one never gets through")  # one dead request in the resumed round
         answered.append(prompt)
         return answers(prompt)
 
@@ -130,10 +133,11 @@ def test_a_dead_teacher_fails_the_round_and_the_resumed_run_pays_for_nothing_twi
         with pytest.raises(TeacherUnavailable, match=r"iteration 1 rollouts failed: .*--ckpt_path last"):
             main(["fit", "--config", tiny_du_config(tmp_path, server, cache, data, shard, run, max_retries=1)])
         assert not list_shards(run / "interaction_logs") and len(answered) == 3  # nothing half-written
-        up["fully"] = True
+        up["fully"], up["resumed"] = True, True
         before = len(server.records)
-        main(["fit", "--config", tiny_du_config(tmp_path, server, cache, data, shard, run, max_epochs=2),
-              "--ckpt_path", "last"])
+        # one request of the resumed round stays dead: below max_failed_fraction, the round completes without it
+        main(["fit", "--config", tiny_du_config(tmp_path, server, cache, data, shard, run, max_epochs=2,
+                                                max_failed_fraction=0.5), "--ckpt_path", "last"])
         resumed = [r.body["prompt"] for r in server.records[before:]]
     finally:
         server.close()
@@ -141,4 +145,11 @@ def test_a_dead_teacher_fails_the_round_and_the_resumed_run_pays_for_nothing_twi
     # the same rollouts (seeded) asked the same questions: the 3 answered before the failure came from the cache
     assert events.Scalars("teacher/cache_hits")[-1].value == 3
     assert events.Scalars("teacher/calls")[-1].value == len(resumed) and not set(answered[:3]) & set(resumed)
-    assert sorted(list_shards(run / "interaction_logs")) == [1]
+    shards = list_shards(run / "interaction_logs")
+    assert sorted(shards) == [1]
+    assert resumed.count(doomed["prompt"]) == 7  # every try of the dead request (max_retries=6), none answered
+    assert events.Scalars("teacher/dead_requests")[-1].value == 1
+    assert events.Scalars("teacher/requests")[-1].value == len(set(resumed)) + 3
+    dead = [e for e in read_shard(shards[1]) if e.reason and "teacher unavailable" in e.reason]
+    assert [(e.outcome, e.reason.split(":")[:2]) for e in dead] == [
+        ("dropped", ["teacher feedback", " teacher unavailable after 7 tries"])]

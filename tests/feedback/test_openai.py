@@ -10,7 +10,9 @@ import pytest
 from datamodules.interaction_log import Episode
 from feedback import openai as openai_teacher
 from feedback.base import Dropped, Feedback, TeacherUnavailable
+from feedback.cache import cache_key
 from feedback.editing import edit_traces
+from feedback.llm_judge import LLMJudge
 from feedback.openai import OpenAITeacher, retry_after
 from tasks.multistep_arithmetic import solve
 from tests.openai_server import FakeOpenAI, max_overlap
@@ -189,6 +191,116 @@ def test_a_dead_endpoint_fails_with_a_clear_message(tmp_path, prompts_dir, ma_ta
     with pytest.raises(TeacherUnavailable, match=r"gave no answer after 3 tries .*--ckpt_path last") as error:
         teacher.feedback(ma_task, [(question, wrong_attempt(ma_task, question))])
     assert dead.base_url in str(error.value) and KEY not in str(error.value)
+
+
+def echo(prompt: str) -> str:
+    return f"answer to {prompt}"
+
+
+def dead_for(*prompts: str):
+    """The fault server's ``fault_of``: every try of these prompts gets a 500."""
+    return lambda prompt: "500" if prompt in prompts else None
+
+
+def test_a_few_dead_requests_are_counted_drops_and_the_round_goes_on(tmp_path, prompts_dir, ma_task, monkeypatch):
+    record_sleeps(monkeypatch)
+    prompts = [f"p{i}" for i in range(20)]
+    server = FakeOpenAI(echo, fault_of=dead_for("p4", "p11"))  # 2 of 20: not more than max_failed_fraction=0.1
+    try:
+        teacher = make_teacher(server, tmp_path, max_retries=1, concurrency=4)
+        answers = teacher.complete(prompts, 0.0, 8)
+        assert [i for i, a in enumerate(answers) if isinstance(a, Dropped)] == [4, 11]
+        assert all(a == f"answer to {p}" for p, a in zip(prompts, answers) if not isinstance(a, Dropped))
+        assert answers[4] == Dropped("teacher unavailable after 2 tries: HTTP 500")
+        usage = teacher.usage()
+        assert (usage["requests"], usage["dead_requests"], usage["answered"], usage["retries"]) == (20, 2, 18, 2)
+        assert [r.body["prompt"] for r in server.records].count("p4") == 2 and len(server.records) == 22
+        assert len(teacher.cache) == 18  # a dead answer is never cached: a rerun asks it again
+        teacher.reset_usage()  # a new round starts counting from zero, dead_requests logged as 0
+        assert (teacher.usage()["requests"], teacher.usage()["dead_requests"]) == (0, 0)
+
+        # through the editing, the dead request is the episode's reason in the interaction log
+        question = ma_task.questions("train")[0]
+        teacher = make_teacher(server, tmp_path / "edit", prompts_dir, max_retries=1, max_failed_fraction=1.0)
+        server.fault_of = lambda prompt: "500"
+        [episode] = edit_traces(ma_task, teacher, [question], [([wrong_attempt(ma_task, question)], [None])],
+                                iteration=1, prompts=[ma_task.prompt(question)])
+        assert episode.outcome == "dropped"
+        assert episode.reason == "teacher feedback: teacher unavailable after 2 tries: HTTP 500"
+    finally:
+        server.close()
+    with pytest.raises(ValueError, match="max_failed_fraction"):
+        make_teacher(server, tmp_path, max_failed_fraction=1.5)
+
+
+def slow_after_p6(prompt: str) -> str:
+    """``echo``, slowly for p7 and p8: whichever is in flight when p6 fails the round leaves the client ample time
+    to cancel the requests not yet sent (no assertion is about time)."""
+    if prompt in ("p7", "p8"):
+        time.sleep(0.3)
+    return echo(prompt)
+
+
+def fail_a_round(server, tmp_path) -> tuple[OpenAITeacher, list[str], pytest.ExceptionInfo]:
+    """Ten prompts asked one at a time, p3 and p6 dead: the second dead one is 2 of 10, past 0.1."""
+    prompts = [f"p{i}" for i in range(10)]
+    server.fault_of = dead_for("p3", "p6")
+    teacher = make_teacher(server, tmp_path, max_retries=1, concurrency=1)
+    with pytest.raises(TeacherUnavailable) as error:
+        teacher.complete(prompts, 0.0, 8)
+    return teacher, prompts, error
+
+
+def test_dead_requests_past_the_fraction_fail_the_round_with_the_counts(tmp_path, monkeypatch):
+    record_sleeps(monkeypatch)
+    server = FakeOpenAI(slow_after_p6)
+    try:
+        teacher, prompts, error = fail_a_round(server, tmp_path)
+    finally:
+        server.close()
+    message = str(error.value)
+    assert message.startswith(f"teacher endpoint {server.base_url}/completions gave no answer after 2 tries")
+    assert "(last: HTTP 500); 2 of 10 requests this round failed, more than max_failed_fraction=0.1" in message
+    assert message.endswith("rerunning with --ckpt_path last pays for none of them again")
+    asked = [r.body["prompt"] for r in server.records]
+    answered = {p for p in asked if p not in ("p3", "p6")}
+    assert {"p0", "p1", "p2", "p4", "p5"} <= answered and "p9" not in asked  # asked in order, the rest cancelled
+    cached = {p for p in prompts if teacher.cache.get(cache_key(teacher.url, teacher._payload(p, 0.0, 8)))}
+    assert cached == answered  # every answer received (in flight ones too) is cached, no dead one
+    assert teacher.usage()["dead_requests"] == 2
+
+
+def test_a_rerun_after_a_failed_round_pays_for_nothing_twice(tmp_path, monkeypatch):
+    record_sleeps(monkeypatch)
+    server = FakeOpenAI(slow_after_p6)
+    try:
+        _, prompts, _ = fail_a_round(server, tmp_path)
+        paid = {r.body["prompt"] for r in server.records if r.body["prompt"] not in ("p3", "p6")}
+        before = len(server.records)
+        server.fault_of = None  # the endpoint is back
+        teacher = make_teacher(server, tmp_path, max_retries=1, concurrency=1)
+        answers = teacher.complete(prompts, 0.0, 8)
+    finally:
+        server.close()
+    assert answers == [echo(p) for p in prompts]
+    rerun = [r.body["prompt"] for r in server.records[before:]]
+    assert sorted(rerun) == sorted(set(prompts) - paid)  # each unpaid request once, no paid one again
+    usage = teacher.usage()
+    assert (usage["requests"], usage["cache_hits"], usage["calls"], usage["dead_requests"]) == (
+        10, len(paid), 10 - len(paid), 0)
+
+
+def test_the_llm_judge_scores_a_dead_request_as_a_counted_tie(tmp_path, monkeypatch):
+    record_sleeps(monkeypatch)
+    server = FakeOpenAI(lambda prompt: " B", fault_of=lambda prompt: "503" if "dead" in prompt else None)
+    try:
+        client = make_teacher(server, tmp_path, max_retries=1, max_failed_fraction=0.5)
+        judge = LLMJudge(client, both_orders=False)
+        assert judge.score([("x", "y_ref", "y"), ("x dead", "y_ref", "y")]) == [1.0, 0.0]
+        usage = judge.usage()
+        assert (usage["judge_dropped"], usage["judge_off_format"], usage["dead_requests"]) == (1, 0, 1)
+    finally:
+        server.close()
 
 
 def test_refused_credentials_name_the_variable_not_the_key(server, tmp_path, prompts_dir, ma_task, monkeypatch):
