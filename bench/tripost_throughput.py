@@ -108,7 +108,8 @@ def fresh_model(config, init, lora_r: int = 0):
 def run_ours(args, tok, batches, config, init, tiny) -> tuple[float, TriPosTModule]:
     lora = LoRA(r=args.lora_r, alpha=2 * args.lora_r, dropout=0.0) if args.lora_r else None
     module = TriPosTModule(tiny=tiny, lora=lora, warmup_epochs=1, epochs_per_iteration=1,
-                           max_new_tokens=args.max_new_tokens, generation_batch_size=args.rollout_prompts,
+                           max_new_tokens=args.max_new_tokens, max_continuations=0,  # one call per round, as plain
+                           generation_batch_size=args.rollout_prompts,
                            export_dir=str(Path(args.tmp) / "export"))
     module.model = fresh_model(config, init, args.lora_r)  # as plain's; configure_model keeps a model already set
     clock = StepClock()

@@ -2,11 +2,21 @@
 
 At the end of every TriPosT stage (warm-up and each iteration) the policy answers the task's test questions with
 the self-improvement loop (greedy: attempt, own feedback, updated answer, at most ``max_rounds`` rounds, stopping
-on the "correct" marker). "before" scores the first attempt, "after" the last one. Accuracies go to the logger
-per bucket, seen/unseen and total (torchmetrics, so they reduce across ranks); a few trajectories are logged as
-text; the table of all stages is printed after each evaluation and at the end of ``fit``, and kept as
-``{log_dir}/eval_table.json`` (one row per stage: accuracies in % by ``before/<group>`` and ``after/<group>``, and
-``self_check/*``: how often the model's own feedback on its first attempt is right, see ``self_check``).
+on the "correct" marker). "before" scores the first attempt, "after" the last one.
+
+Two metrics. The headline is the reference evaluator's (``Task.answer_matches``: the final response states the
+gold answer), so the numbers compare with the paper's. Beside it, ``strict/``: ``Task.is_correct``, which also
+asks for the reference editor's content checks (the final number is the previous step's result; the chosen
+option's text appears in the reasoning), the correctness the interactive editing uses.
+
+Accuracies go to the logger per bucket, seen/unseen and total (torchmetrics, so they reduce across ranks); a few
+trajectories are logged as text; the table of all stages is printed after each evaluation and at the end of
+``fit``, and kept as ``{log_dir}/eval_table.json``, one row per stage: accuracies in % by ``before/<group>`` and
+``after/<group>`` (headline) and ``strict/before/<group>``, ``strict/after/<group>``; ``revised/*``: how many answers
+the model revised (wrote an update for), and of those how many went from wrong to right and from right to wrong
+(headline metric), which says why "after" equals "before" when it does; ``self_check/*``: how often the model's own
+feedback on its first attempt is right (strict, as the editing judges), see ``self_check``; ``examples/*``: the
+training mix of the stage (a TriPosT row trained on gold demos alone is starred in the printed table).
 """
 
 from __future__ import annotations
@@ -48,8 +58,9 @@ class SelfImproveEval(Callback):
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         questions = trainer.datamodule.test_questions()[: self.num_questions]
-        budget = pl_module.hparams.max_new_tokens
-        for warning in token_budget_warnings(trainer.datamodule.task, trainer.datamodule.tokenizer, questions, budget):
+        budget, continuations = pl_module.hparams.max_new_tokens, pl_module.hparams.max_continuations
+        for warning in token_budget_warnings(trainer.datamodule.task, trainer.datamodule.tokenizer, questions, budget,
+                                             continuations):
             rank_zero_warn(warning)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -60,14 +71,20 @@ class SelfImproveEval(Callback):
         questions = trainer.datamodule.test_questions()[: self.num_questions]
         rounds = self.max_rounds or pl_module.hparams.max_rounds
         traces = pl_module.self_improve(task, questions, rounds, temperature=0.0, progress=f"eval stage {stage}")
-        before = [task.is_correct(q, t.attempts[0]) for q, t in zip(questions, traces)]
-        after = [task.is_correct(q, t.attempts[-1]) for q, t in zip(questions, traces)]
-        row = {"stage": stage, **accuracy_by_group(task, questions, before, "before"), **accuracy_by_group(task, questions, after, "after")}
+        judged = {}  # (metric prefix, phase) -> correct per question
+        for prefix, judge in (("", task.answer_matches), ("strict/", task.is_correct)):
+            judged[prefix, "before"] = [judge(q, t.attempts[0]) for q, t in zip(questions, traces)]
+            judged[prefix, "after"] = [judge(q, t.attempts[-1]) for q, t in zip(questions, traces)]
+        row = {"stage": stage}
+        for (prefix, phase), correct in judged.items():
+            row |= accuracy_by_group(task, questions, correct, f"{prefix}{phase}")
+        row |= revisions(traces, judged["", "before"], judged["", "after"])
         row["rounds"] = sum(len(t.attempts) for t in traces) / max(len(traces), 1)
-        row |= self_check(before, [t.feedbacks[0] if t.feedbacks else None for t in traces])
+        row |= {f"examples/{kind}": float(n) for kind, n in trainer.datamodule.last_counts.items()}  # what it trained on
+        row |= self_check(judged["strict/", "before"], [t.feedbacks[0] if t.feedbacks else None for t in traces])
         self.rows = [r for r in self.rows if r["stage"] != stage] + [row]
         for key, value in row.items():
-            if key != "stage":
+            if key != "stage" and not key.startswith("examples/"):  # the DataModule logs the mix as data/examples_*
                 pl_module.log(f"eval/{key}", value, rank_zero_only=True)
         self._log_samples(trainer, task, questions, traces, stage)
         rank_zero_info(format_table(self.rows, task))
@@ -75,7 +92,9 @@ class SelfImproveEval(Callback):
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.rows:
-            rank_zero_info("\nFinal accuracy (%), before -> after test-time self-improvement:\n" + format_table(self.rows, trainer.datamodule.task))
+            rank_zero_info("\nFinal accuracy (%), before -> after test-time self-improvement (headline: the final "
+                           "response's answer, as the paper scores; strict: with the editing's content checks):\n"
+                           + format_table(self.rows, trainer.datamodule.task))
 
     def _log_samples(self, trainer: Trainer, task: Task, questions: list[Question], traces, stage: int) -> None:
         if not isinstance(trainer.logger, TensorBoardLogger):
@@ -121,10 +140,21 @@ def accuracy_by_group(task: Task, questions: list[Question], correct: list[bool]
     return {f"{phase}/{name}": 100 * metric.compute().item() for name, metric in groups.items()}
 
 
-def token_budget_warnings(task: Task, tokenizer, questions: list[Question], max_new_tokens: int) -> list[str]:
-    """What ``max_new_tokens`` (one generation: attempt, then feedback and an updated answer) leaves out, judged by
-    the gold rationales' lengths: answers cut off before their final response, and answers that test-time
-    self-improvement has no room to revise."""
+def revisions(traces, before: list[bool], after: list[bool]) -> dict[str, float]:
+    """Counts over the evaluated questions: ``revised/answers`` (the model wrote at least one update),
+    ``revised/to_right`` (first attempt wrong, last right) and ``revised/to_wrong`` (first right, last wrong)."""
+    revised = [len(t.attempts) > 1 for t in traces]
+    return {"revised/answers": float(sum(revised)),
+            "revised/to_right": float(sum(r and not b and a for r, b, a in zip(revised, before, after))),
+            "revised/to_wrong": float(sum(r and b and not a for r, b, a in zip(revised, before, after)))}
+
+
+def token_budget_warnings(task: Task, tokenizer, questions: list[Question], max_new_tokens: int,
+                          max_continuations: int = 0) -> list[str]:
+    """What a round's generation budget (attempt, then feedback and an updated answer: ``max_new_tokens`` per call,
+    continued at most ``max_continuations`` times) leaves out, judged by the gold rationales' lengths: answers cut
+    off before their final response, and answers that test-time self-improvement has no room to revise."""
+    budget = max_new_tokens * (1 + max_continuations)
     lengths, needed = [], []
     for q in questions:
         rationale = task.gold_rationale(q).strip()
@@ -134,17 +164,21 @@ def token_budget_warnings(task: Task, tokenizer, questions: list[Question], max_
         lengths.append(attempt)
         needed.append(len(tokenizer.encode(f"{rationale}\n{section}", add_special_tokens=False)))
     flag = "raise --model.init_args.max_new_tokens"
+    limit = f"max_new_tokens={max_new_tokens}"
+    if max_continuations:
+        limit += f" and max_continuations={max_continuations} ({budget} tokens a round)"
     warnings = []
-    cut = [q for q, n in zip(questions, lengths) if n > max_new_tokens]
+    cut = [q for q, n in zip(questions, lengths) if n > budget]
     if cut:
-        warnings.append(f"max_new_tokens={max_new_tokens}: {len(cut)} of {len(questions)} test questions "
+        warnings.append(f"{limit}: {len(cut)} of {len(questions)} test questions "
                         f"({sum(q.seen for q in cut)} seen) have gold answers longer than that (up to {max(lengths)} "
                         f"tokens), so attempts at them are cut off before their final response and count as wrong; {flag}")
-    no_room = sum(n > max_new_tokens for n in needed)
+    no_room = sum(n > budget for n in needed)
     if no_room:
-        warnings.append(f"max_new_tokens={max_new_tokens}: for {no_room} of {len(questions)} test questions an attempt, "
-                        "its feedback and an updated answer do not fit in one generation, so test-time "
-                        f"self-improvement cannot revise them; {flag} (at least {max(needed)} fits them all)")
+        fits = -(-max(needed) // (1 + max_continuations))  # per call
+        warnings.append(f"{limit}: for {no_room} of {len(questions)} test questions an attempt, its feedback and "
+                        "an updated answer do not fit in one round's generation, so test-time self-improvement "
+                        f"cannot revise them; {flag} (at least {fits} fits them all)")
     return warnings
 
 
@@ -166,18 +200,29 @@ def self_check(correct: list[bool], feedbacks: list[str | None]) -> dict[str, fl
 
 
 def format_table(rows: list[dict], task: Task) -> str:
-    """One line per stage: ``before -> after`` accuracy for every bucket, seen, unseen and total."""
+    """One line per stage: ``before -> after`` accuracy (headline metric) for every bucket, seen, unseen and total,
+    the answers revised (and of them, to right / to wrong), then the strict metric's seen, unseen and total."""
     columns = [b for b in task.buckets() if any(f"before/{b}" in r for r in rows)] + ["seen", "unseen", "total"]
     columns = [c for c in columns if any(f"before/{c}" in r for r in rows)]
     width = max(13, *(len(c) for c in columns))
-    header = f"{'stage':<14}" + "".join(f"{c:>{width + 2}}" for c in columns)
+    header = f"{'stage':<14}" + "".join(f"{c:>{width + 2}}" for c in columns) + f"{'revised (+/-)':>16}"
+    strict = [c for c in ("seen", "unseen", "total") if any(f"strict/before/{c}" in r for r in rows)]
+    header += "  |" + "".join(f"{'strict ' + c:>{width + 2}}" for c in strict)
     lines = [header, "-" * len(header)]
+    gold_only = [r["stage"] for r in rows if r["stage"] > 0 and "examples/gold" in r
+                 and not r.get("examples/improvement") and not r.get("examples/non_improvement")]
     for row in sorted(rows, key=lambda r: r["stage"]):
         name = "ft rationale" if row["stage"] == 0 else f"TriPosT t={row['stage']}"
-        cells = "".join(
-            f"{_cell(row.get(f'before/{c}'), row.get(f'after/{c}')):>{width + 2}}" for c in columns
-        )
+        name += "*" if row["stage"] in gold_only else ""
+        cells = "".join(f"{_cell(row.get(f'before/{c}'), row.get(f'after/{c}')):>{width + 2}}" for c in columns)
+        revised = (f"{row['revised/answers']:.0f} (+{row['revised/to_right']:.0f}/-{row['revised/to_wrong']:.0f})"
+                   if "revised/answers" in row else "-")
+        cells += f"{revised:>16}  |"
+        cells += "".join(f"{_cell(row.get(f'strict/before/{c}'), row.get(f'strict/after/{c}')):>{width + 2}}"
+                         for c in strict)
         lines.append(f"{name:<14}{cells}")
+    if gold_only:
+        lines.append("* trained on gold demos alone: its shard gave no examples (--data.init_args.min_examples=0)")
     return "\n".join(lines)
 
 

@@ -32,6 +32,7 @@ from callbacks.evaluation import trajectory_markdown
 from datamodules.interaction_log import Episode, list_shards, shard_path, write_shard
 from feedback.base import Judge, Teacher, TeacherUnavailable
 from feedback.scripted import ScriptedTeacher
+from tasks.base import Question
 
 
 class OnlineRollouts(Callback):
@@ -49,7 +50,10 @@ class OnlineRollouts(Callback):
         max_rounds: self-improvement rounds the policy runs per question before editing (attempt, own
             feedback, own update); the warm-up model writes attempts only.
         max_updates: teacher improvement rounds per trajectory at most (reference: 5).
-        num_questions: roll out on the first N training questions only (None: all of them, as the reference).
+        num_questions: roll out on N training questions per round (None: all of them, as the reference): a sample
+            drawn afresh for every iteration, seeded by ``seed`` and the iteration (so the same after a resume and on
+            every rank), as the reference collects new data each iteration; each question's episode in the shard
+            names it.
         num_samples_logged: edited trajectories shown as text in TensorBoard per round.
         seed: rollouts of iteration k sample with seed ``seed + k`` (the training RNG is left untouched), so a
             round redone after a resume asks an LLM teacher the same questions and is answered from its cache.
@@ -65,6 +69,8 @@ class OnlineRollouts(Callback):
         num_samples_logged: int = 3,
         seed: int = 0,
     ) -> None:
+        if num_questions is not None and num_questions < 1:
+            raise ValueError(f"num_questions={num_questions}: roll out on at least 1 question (None: all of them)")
         self.teacher = teacher or ScriptedTeacher()
         self.temperature = temperature
         self.max_rounds = max_rounds
@@ -143,6 +149,14 @@ class OnlineRollouts(Callback):
             self.record(f"teacher/{name}", value)
         return episodes
 
+    def questions(self, datamodule, iteration: int) -> list[Question]:
+        """The training questions of iteration ``iteration``'s rollouts (see ``num_questions``), in dataset order."""
+        questions = datamodule.train_questions()
+        if self.num_questions is None or self.num_questions >= len(questions):
+            return questions
+        rng = random.Random(f"rollout-questions/{self.seed}/{iteration}")  # str seeds hash the same in every process
+        return [questions[i] for i in sorted(rng.sample(range(len(questions)), self.num_questions))]
+
     def sample(self, trainer: Trainer, pl_module: LightningModule, iteration: int):
         """What the teacher gives feedback on: the policy's rollouts (every rank)."""
         return pl_module.rollout(trainer.datamodule, iteration, self)
@@ -199,7 +213,7 @@ class TeacherDemos(OnlineRollouts):
         from modules.tripost import Trace
 
         task = trainer.datamodule.task
-        questions = trainer.datamodule.train_questions()[: self.num_questions]
+        questions = self.questions(trainer.datamodule, iteration)
         rng = random.Random(f"si-demo/{self.seed}/{iteration}")  # the same on every rank
         golds = [task.gold_rationale(q) for q in questions]
         attempts = [task.slipped_rationale(q, rng) if rng.random() < self.error_rate else gold

@@ -10,6 +10,7 @@ iteration is part of the checkpoint, so a resumed run trains on the same data it
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,6 +59,11 @@ class TriPosTDataModule(LightningDataModule):
         learn_prompt: also learn the question tokens. The reference code does (its loss mask is all ones); off by
             default because the question is random input a model cannot predict.
         max_length: examples longer than this many tokens are dropped (counted and reported).
+        min_examples: an iteration trains only if its shard gives at least this many examples of its own
+            (improvement and non-improvement, before re-balancing with gold); fewer stop the run with the counts
+            and what to change. The reference collects until a minimum (MA 60, WS 60, DU 40, LD 20 examples).
+            0 turns the check off: an empty shard then trains on gold demos alone, and the evaluation table marks
+            that iteration's row "gold only".
         seed: seeds re-balancing and batch order; shard k is re-balanced with ``seed + k``.
     """
 
@@ -74,9 +80,12 @@ class TriPosTDataModule(LightningDataModule):
         wrong_attempt_weight: float = 1.0,
         learn_prompt: bool = False,
         max_length: int = 1024,
+        min_examples: int = 20,
         seed: int = 0,
     ) -> None:
         super().__init__()
+        if min_examples < 0:
+            raise ValueError(f"--data.init_args.min_examples={min_examples}: must be >= 0 (0 turns the check off)")
         for name, weight in (("self_improve_weight", self_improve_weight), ("wrong_attempt_weight", wrong_attempt_weight)):
             if weight < 0:
                 raise ValueError(f"--data.init_args.{name}={weight}: a loss weight must be >= 0 (0 masks those tokens)")
@@ -91,6 +100,7 @@ class TriPosTDataModule(LightningDataModule):
         self.wrong_attempt_weight = wrong_attempt_weight
         self.learn_prompt = learn_prompt
         self.max_length = max_length
+        self.min_examples = min_examples
         self.seed = seed
         self._encoded: dict[Example, dict[str, torch.Tensor]] = {}  # encode() of the examples in use
         self.iteration = 0
@@ -149,16 +159,35 @@ class TriPosTDataModule(LightningDataModule):
         if self.iteration == 0:
             self.last_counts = {GOLD: len(gold)}
             return gold
-        episodes = read_shard(shard_path(self.log_dir, self.iteration))
+        path = shard_path(self.log_dir, self.iteration)
+        episodes = read_shard(path)
         split = [example for episode in episodes for example in split_turns(episode)]
         improvement = [e for e in split if e.kind == IMPROVEMENT]
         non_improvement = [e for e in split if e.kind == NON_IMPROVEMENT]
+        own = len(improvement) + len(non_improvement)
+        if own < self.min_examples:
+            outcomes = Counter(e.outcome for e in episodes)
+            reasons = Counter(e.reason for e in episodes if e.reason).most_common(3)
+            raise ValueError(
+                f"iteration {self.iteration}: {path} gives {own} training examples ({len(improvement)} improvement, "
+                f"{len(non_improvement)} non-improvement) from {len(episodes)} rollouts ({dict(outcomes)}; most "
+                f"common reasons: {dict(reasons)}), fewer than --data.init_args.min_examples={self.min_examples}. "
+                "Roll out on more questions (--trainer.callbacks.num_questions, or null for all), or give the policy "
+                "more room (max_new_tokens, a longer warm-up); to train on these anyway, resume with --ckpt_path last "
+                f"--data.init_args.min_examples={own}.")
         examples = rebalance(improvement, non_improvement, gold, self.improve_data_ratio, self.seed + self.iteration)
+        if not any(e.kind != GOLD for e in examples):  # r : 1 : 1 keeps no non-improvement without improvement
+            if self.min_examples > 0:
+                raise ValueError(
+                    f"iteration {self.iteration}: {path} gives no improvement example, so re-balancing at "
+                    f"--data.init_args.improve_data_ratio={self.improve_data_ratio} keeps none of its {own} "
+                    "non-improvement examples. Roll out on more questions (--trainer.callbacks.num_questions), or "
+                    "set --data.init_args.improve_data_ratio=0 to keep them all.")
+            # min_examples=0 asked for this: gold demos alone, marked as such in the evaluation table
+            rank_zero_warn(f"iteration {self.iteration}: the shard gave no training examples; training on gold only "
+                           "(--data.init_args.min_examples=0)")
+            examples = gold
         self.last_counts = dict(count_kinds(examples))
-        if not examples:
-            rank_zero_warn(f"iteration {self.iteration}: the shard gave no training examples; training on gold only")
-            self.last_counts = {GOLD: len(gold)}
-            return gold
         return examples
 
     def gold(self, question: Question, with_feedback: bool) -> Example:

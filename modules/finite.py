@@ -40,10 +40,15 @@ def _decided_by_any_rank(module: LightningModule, bad: bool) -> bool:
 def check_losses(module: LightningModule, where: str, batch_idx: int, **losses: torch.Tensor) -> None:
     """Raise if any of the named training losses is NaN or infinite (call it before returning the loss)."""
     values = torch.stack([loss.detach().float().reshape(()) for loss in losses.values()])
-    if not _decided_by_any_rank(module, not bool(torch.isfinite(values).all())):
+    bad = not bool(torch.isfinite(values).all())
+    named = ", ".join(f"{name} = {value:.4g}" for name, value in zip(losses, values.tolist()))
+    if module._trainer is None:  # a step called by hand (tests, notebooks)
+        if bad:
+            raise NonFiniteError(f"{where}: non-finite training loss: {named}")
+        return
+    if not _decided_by_any_rank(module, bad):
         return
     trainer = module.trainer
-    named = ", ".join(f"{name} = {value:.4g}" for name, value in zip(losses, values.tolist()))
     raise NonFiniteError(
         f"{where}: non-finite training loss at step {trainer.global_step + 1} (epoch {trainer.current_epoch}, batch "
         f"{batch_idx}; {trainer.global_step} optimizer steps before it were finite): {named}"

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from transformers import AutoModelForCausalLM, LlamaForCausalLM, PreTrainedModel
 
+from datamodules.examples import updated_header
 from datamodules.interaction_log import Episode
 from feedback.base import Teacher
 from feedback.editing import edit_traces
@@ -30,10 +31,19 @@ from tasks.base import CORRECT_MARKER, FEEDBACK_HEADER, UPDATED_HEADER, Question
 
 @dataclass
 class Trace:
-    """What the policy wrote for one question: attempts and, after each, its own feedback (None if it wrote none)."""
+    """What the policy wrote for one question: attempts and, after each, its own feedback (None if it wrote none).
+
+    ``continuations`` and ``forced_updates`` count the extra ``generate`` calls ``self_improve`` made for it (an
+    output cut off at ``max_new_tokens`` continued; an update asked for with the ``Updated Answer:`` header);
+    ``cut_off``: an output was still cut off after ``max_continuations`` (what it cut short is kept as written,
+    except an update, which is dropped).
+    """
 
     attempts: list[str] = field(default_factory=list)
     feedbacks: list[str | None] = field(default_factory=list)
+    continuations: int = 0
+    forced_updates: int = 0
+    cut_off: bool = False
 
 
 class TriPosTModule(LightningModule):
@@ -75,7 +85,13 @@ class TriPosTModule(LightningModule):
         warmup_ratio: fraction of each stage spent warming the learning rate up linearly.
         min_lr_ratio: the cosine decay ends at ``min_lr_ratio * peak`` at the end of each stage.
         max_rounds: test-time self-improvement rounds (attempt, feedback, update) at most.
-        max_new_tokens: tokens generated per round at most.
+        max_new_tokens: tokens generated per ``generate`` call at most.
+        max_continuations: more ``generate`` calls each test-time round may make for a question (the reference's
+            limit is 2: at most 3 calls, reference §6): one continues an output cut off at ``max_new_tokens`` (the
+            prompt's and the generated ids fed back as they are), or asks for the update the model did not write
+            after its error feedback and EOS (re-prompted with the training text up to the ``Updated Answer:``
+            header). An output still cut off after them is kept as written and judged as is (an attempt cut
+            mid-way has no final response), except an update, which is dropped. 0 turns both off.
         generation_batch_size: prompts per ``generate`` call.
         gradient_checkpointing: recompute activations in the backward pass (Hugging Face's; under FSDP1 the
             strategy's ``activation_checkpointing_policy`` does the same per wrapped layer).
@@ -102,12 +118,16 @@ class TriPosTModule(LightningModule):
         min_lr_ratio: float = 0.1,
         max_rounds: int = 3,
         max_new_tokens: int = 512,
+        max_continuations: int = 2,
         generation_batch_size: int = 64,
         gradient_checkpointing: bool = False,
         cpu_offload: bool = False,
         export_dir: str | None = None,
     ) -> None:
         super().__init__()
+        if max_continuations < 0:
+            raise ValueError(f"--model.init_args.max_continuations={max_continuations}: must be >= 0 (0: never "
+                             "continue a cut-off output nor ask for a missing update)")
         self.save_hyperparameters()
         self.tiny = tiny or TinyLlama()
         self.lora = lora  # the typed object (LightningCLI turns hparams into plain dicts)
@@ -237,7 +257,7 @@ class TriPosTModule(LightningModule):
             raise TypeError(f"TriPosT needs a teacher that writes feedback and improvements, got "
                             f"{type(rollouts.teacher).__name__}: set the OnlineRollouts teacher to e.g. "
                             "feedback.scripted.ScriptedTeacher")
-        questions = datamodule.train_questions()[: rollouts.num_questions]
+        questions = rollouts.questions(datamodule, iteration)
         start, tokens = time.perf_counter(), self.generated_tokens
         traces = self.self_improve(datamodule.task, questions, rollouts.max_rounds, temperature=rollouts.temperature,
                                    progress=f"rollouts it{iteration}")
@@ -270,7 +290,13 @@ class TriPosTModule(LightningModule):
     ) -> list[Trace]:
         """TriPosT's inference loop (reference §6): the model writes an attempt and its own feedback, and an updated
         answer after error feedback; the next round re-prompts with the question and the latest attempt only.
-        Stops on the "correct" marker, when the model writes no feedback or no update, or after ``max_rounds``."""
+        Stops on the "correct" marker, when the model writes no feedback or no update, or after ``max_rounds``.
+
+        Within a round, as the reference does, up to ``max_continuations`` more calls per question (see
+        ``_round_outputs``): an output cut off at ``max_new_tokens`` is continued, and an output that stops after
+        error feedback without an update is re-prompted with the ``Updated Answer:`` header. An output still cut
+        off after them is kept as written (an attempt or feedback cut mid-way is judged as is), but an update cut
+        short never becomes the latest attempt: the trace ends at the attempt before it."""
         tok = self.tokenizer
         prompts = [task.prompt(q) for q in questions]
         traces = [Trace() for _ in questions]
@@ -278,16 +304,19 @@ class TriPosTModule(LightningModule):
         for round_ in range(max_rounds):
             if not active:
                 break
-            completions = self.generate([inputs[i] for i in active], temperature,
-                                        progress=f"{progress} round {round_ + 1}" if progress else None)
+            outputs = self._round_outputs(prompts, traces, {i: inputs[i] for i in active}, temperature,
+                                          f"{progress} round {round_ + 1}" if progress else None)
             still_active = []
-            for i, completion in zip(active, completions):
-                attempt, feedback, updated = parse_generation(tok.decode(completion.tokens, skip_special_tokens=True))
+            for i in active:
+                text, cut = outputs[i]
+                attempt, feedback, updated, _ = _parse_sections(text)
                 trace = traces[i]
                 if round_ == 0:
                     trace.attempts.append(attempt)
                 trace.feedbacks.append(feedback)
-                if feedback is None or CORRECT_MARKER in feedback or not updated:
+                trace.cut_off |= cut
+                # a cut-off output whose update was parsed was cut inside that update (else it would not be cut)
+                if feedback is None or CORRECT_MARKER in feedback or not updated or cut:
                     continue
                 trace.attempts.append(updated)
                 # one text, as training tokenises an attempt after its prompt (datamodules.tokenizer.encode_sections)
@@ -297,6 +326,44 @@ class TriPosTModule(LightningModule):
         for trace in traces:  # the last update may have had no round left for its feedback
             trace.feedbacks += [None] * (len(trace.attempts) - len(trace.feedbacks))
         return traces
+
+    def _round_outputs(self, prompts: list[str], traces: list[Trace], inputs: dict[int, list[int]],
+                       temperature: float, progress: str | None) -> dict[int, tuple[str, bool]]:
+        """One round of ``self_improve`` for the questions in ``inputs`` (index -> prompt ids): each one's output
+        text (all that follows ``prompts[i]``, a forced re-prompt's part included) and whether it is still cut
+        short after ``max_continuations`` more calls. Each call batches every question that needs it."""
+        tok, cap = self.tokenizer, self.hparams.max_continuations
+        context = dict(inputs)  # the ids each question's generated ids follow
+        prefix = dict.fromkeys(inputs, "")  # output text before the generated ids: a forced re-prompt's, else none
+        generated: dict[int, list[int]] = {i: [] for i in inputs}
+        outputs, pending = {}, list(inputs)
+        for call in range(cap + 1):
+            if not pending:
+                break
+            completions = self.generate([context[i] + generated[i] for i in pending], temperature,
+                                        progress=f"{progress} call {call + 1}" if progress and call else progress)
+            still_pending = []
+            for i, completion in zip(pending, completions):
+                generated[i] = generated[i] + completion.tokens  # fed back as ids: nothing is re-tokenised
+                text = prefix[i] + tok.decode(generated[i], skip_special_tokens=True)
+                attempt, feedback, updated, finished = _parse_sections(text)
+                correct = feedback is not None and CORRECT_MARKER in feedback
+                finished = finished or correct  # nothing the loop uses is cut short: no need to go on
+                if call < cap and not completion.stopped and not finished:
+                    traces[i].continuations += 1
+                    still_pending.append(i)
+                elif call < cap and completion.stopped and feedback and not correct and not updated and not prefix[i]:
+                    # the reference's manual re-prompt, laid out as training writes an improvement example
+                    # (datamodules.examples.improvement_section); round 1's latest attempt is the one just written
+                    latest = traces[i].attempts[-1] if traces[i].attempts else attempt
+                    prefix[i] = f"{latest}\n{FEEDBACK_HEADER} {feedback}\n{updated_header(prompts[i])}\n"
+                    context[i], generated[i] = tok.encode(prompts[i] + prefix[i], add_special_tokens=True), []
+                    traces[i].forced_updates += 1
+                    still_pending.append(i)
+                else:
+                    outputs[i] = (text, not completion.stopped and not finished)
+            pending = still_pending
+        return outputs
 
 
 def adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -334,19 +401,26 @@ def parse_generation(text: str) -> tuple[str, str | None, str | None]:
     ``Updated Answer:`` header line right after the feedback, up to any further ``Feedback:``. Generation that
     drifts into a new ``Q:`` is cut there.
     """
+    return _parse_sections(text)[:3]
+
+
+def _parse_sections(text: str) -> tuple[str, str | None, str | None, bool]:
+    """``parse_generation``'s parts, and whether the text goes on past them (into a new ``Q:``, or a further
+    ``Feedback:`` after the update): then a generation cut off after them cut none of them short."""
     # whitespace around a line never matters: a tokenizer may decode "\n▁Feedback" as "\n Feedback"
     lines = [line.strip() for line in text.split("\n")]
-    if any(line.startswith("Q:") for line in lines):
-        lines = lines[: next(i for i, line in enumerate(lines) if line.startswith("Q:"))]
+    question = next((i for i, line in enumerate(lines) if line.startswith("Q:")), None)
+    if question is not None:
+        lines = lines[:question]
     header = next((i for i, line in enumerate(lines) if line.startswith(FEEDBACK_HEADER)), None)
     if header is None:
-        return _join(lines), None, None
+        return _join(lines), None, None, question is not None
     attempt, feedback = _join(lines[:header]), lines[header][len(FEEDBACK_HEADER) :].strip()
     rest = lines[header + 1 :]
     if not rest or not rest[0].startswith(UPDATED_HEADER.split(":")[0]):
-        return attempt, feedback, None
-    end = next((i for i, line in enumerate(rest) if line.startswith(FEEDBACK_HEADER)), len(rest))
-    return attempt, feedback, _join(rest[1:end]) or None
+        return attempt, feedback, None, question is not None
+    end = next((i for i, line in enumerate(rest) if line.startswith(FEEDBACK_HEADER)), None)
+    return attempt, feedback, _join(rest[1:end]) or None, question is not None or end is not None
 
 
 def _join(lines: list[str]) -> str:

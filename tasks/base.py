@@ -180,7 +180,13 @@ class Task(ABC):
         """All fine buckets in display order (seen ones first)."""
 
     def is_correct(self, question: Question, attempt: str) -> bool:
-        """Gold-based correctness of an attempt (TriPosT decides "correct" from the gold answer, never a model)."""
+        """Gold-based correctness of an attempt (TriPosT decides "correct" from the gold answer, never a model).
+        Tasks add the reference editor's ``has_valid_content`` check, so this is stricter than ``answer_matches``."""
+        return self.extract_answer(attempt) == question.answer
+
+    def answer_matches(self, question: Question, attempt: str) -> bool:
+        """The reference evaluator's metric (reference §6.5): the answer of the final response equals the gold
+        answer, with none of ``is_correct``'s content checks. The papers' accuracies are this one."""
         return self.extract_answer(attempt) == question.answer
 
     def verify(self, question: Question, attempt: str) -> Feedback:

@@ -42,6 +42,7 @@ def tiny_args(run_dir, max_epochs=5, *extra):
         "--data.init_args.task.init_args.num_test_per_combo=1",
         "--data.init_args.vocab_size=400",
         "--data.init_args.batch_size=4",
+        "--data.init_args.min_examples=0",  # 12 rollouts of a 1-epoch model give (almost) no usable episode
         *extra,
     ]
 
@@ -104,7 +105,7 @@ def test_tiny_fit_writes_shards_scalars_table_and_export(tmp_path, caplog):
     assert [s.value for s in events.Scalars("data/examples_total")][0] == 12  # the warm-up trains on 12 gold rationales
     table = json.loads((run / "eval_table.json").read_text())
     assert [row["stage"] for row in table] == [0, 1, 2]
-    for tag in ("before/total", "after/seen", "self_check/no_feedback"):  # TensorBoard shows the table's numbers
+    for tag in ("before/total", "after/seen", "strict/after/total", "revised/to_right", "self_check/no_feedback"):
         assert [s.value for s in events.Scalars(f"eval/{tag}")] == pytest.approx([row[tag] for row in table]), tag
     outcomes = Counter(e.outcome for e in episodes)
     for outcome in ("correct", "improved", "feedback_only", "failed", "dropped"):  # and the shard's outcome counts
@@ -361,3 +362,17 @@ def test_a_learning_rate_that_blows_up_stops_with_the_non_finite_error_not_insid
                        "--trainer.gradient_clip_val=null"))
     for checkpoint in (tmp_path / "run").rglob("*.ckpt"):
         assert _all_finite(checkpoint), checkpoint
+
+
+def test_an_iteration_whose_shard_gives_too_few_examples_is_refused_with_the_counts(tmp_path):
+    run = tmp_path / "run"
+    # after one warm-up epoch the tiny model writes no numbered steps: its 12 rollouts are all dropped
+    with pytest.raises(ValueError, match=r"iteration 1: .*iter_001.jsonl gives 0 training examples \(0 improvement, 0 "
+                                         r"non-improvement\) from 12 rollouts \(\{'dropped': 12\}; .* fewer than "
+                                         r"--data.init_args.min_examples=20\. Roll out on more questions"):
+        main(tiny_args(run, 3, "--data.init_args.min_examples=20"))
+    shard = (run / "interaction_logs/iter_001.jsonl").read_bytes()
+    assert len(read_shard(run / "interaction_logs/iter_001.jsonl")) == 12  # the rollouts are kept for a resume
+    main(tiny_args(run, 3, "--ckpt_path=last", "--data.init_args.min_examples=0"))  # as the message says
+    assert (run / "interaction_logs/iter_001.jsonl").read_bytes() == shard  # trained on, not collected again
+    assert [row["stage"] for row in json.loads((run / "eval_table.json").read_text())] == [0, 1]

@@ -49,6 +49,8 @@ def test_one_tripost_iteration_with_lora_on_smollm2(smollm2, tmp_path):
           "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
           "--trainer.max_epochs=1", "--model.init_args.warmup_epochs=0",  # rollouts first: SmolLM2 is M_0
           "--model.init_args.max_new_tokens=64", "--model.init_args.max_rounds=1",
+          "--model.init_args.max_continuations=0",  # one 64-token generation per rollout, as the test regenerates
+          "--data.init_args.min_examples=0",  # 4 rollouts: whatever they give
           "--data.init_args.task.init_args.num_train=4", "--data.init_args.task.init_args.num_test_per_combo=1",
           "--data.init_args.task.init_args.num_test_unseen_per_combo=1", "--data.init_args.batch_size=4",
           "--trainer.callbacks.num_questions=4", "--trainer.callbacks.max_rounds=1",

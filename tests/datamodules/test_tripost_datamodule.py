@@ -7,6 +7,7 @@ from datamodules.examples import GOLD, IMPROVEMENT, Example
 from datamodules.interaction_log import Episode, Turn, shard_path, write_shard
 from datamodules.tokenizer import load_tokenizer
 from datamodules.tripost import TriPosTDataModule, collate, length_grouped_batches
+from tasks.base import correct_feedback
 
 
 @pytest.fixture
@@ -75,15 +76,36 @@ def test_iteration_zero_is_gold_rationales_without_feedback(dm, ma_task):
     assert all(e.kind == GOLD and e.self_improve == "" for e in examples)
 
 
-def test_empty_rollout_round_warns_and_trains_on_gold(dm, ma_task):
+def test_an_iteration_with_too_few_examples_is_refused_unless_min_examples_is_0(dm, ma_task):
     q = ma_task.questions("train")[0]
     dropped = Episode(id="a", task=ma_task.name, iteration=1, prompt=ma_task.prompt(q),
                       turns=(Turn("attempt", "garbage", "policy"),), outcome="dropped", reason="empty attempt")
     write_shard(shard_path(dm.log_dir, 1), [dropped])
     dm.use_iteration(1)
-    with pytest.warns(UserWarning, match="no training examples"):
+    assert dm.min_examples == 20  # the documented default
+    with pytest.raises(ValueError, match=r"iteration 1: .*iter_001.jsonl gives 0 training examples \(0 improvement, "
+                                         r"0 non-improvement\) from 1 rollouts \(\{'dropped': 1\}; most common reasons: "
+                                         r"\{'empty attempt': 1\}\), fewer than --data.init_args.min_examples=20\."):
+        dm.training_examples()
+    dm.min_examples = 0  # asked for: gold demos alone, with a warning
+    with pytest.warns(UserWarning, match="no training examples; training on gold only"):
         examples = dm.training_examples()
     assert examples and all(e.kind == GOLD and e.self_improve.startswith("Feedback: Step (1) to step") for e in examples)
+    assert dm.last_counts == {GOLD: len(examples)}
+
+
+def test_correct_rollouts_alone_are_refused_as_re_balancing_keeps_none_of_them(dm, ma_task):
+    q = ma_task.questions("train")[0]
+    rationale = ma_task.gold_rationale(q)
+    correct = Episode(id="a", task=ma_task.name, iteration=1, prompt=ma_task.prompt(q),
+                      turns=(Turn("attempt", rationale, "policy"), Turn("feedback", correct_feedback(rationale), "gold")),
+                      outcome="correct")
+    write_shard(shard_path(dm.log_dir, 1), [correct])
+    dm.use_iteration(1)
+    dm.min_examples = 1  # one non-improvement example: enough by count, but r : 1 : 1 keeps 0 of it
+    with pytest.raises(ValueError, match=r"gives no improvement example, so re-balancing at "
+                                         r"--data.init_args.improve_data_ratio=1.5 keeps none of its 1 non-improvement"):
+        dm.training_examples()
 
 
 def test_use_iteration_needs_the_shard(dm):

@@ -88,3 +88,108 @@ def test_stage_lr_factor_warms_up_then_decays_to_the_floor():
     assert stage_lr_factor(0.1, 0.1, 0.1) == pytest.approx(0.977975, abs=1e-6)
     assert stage_lr_factor(1.0, 0.1, 0.1) == pytest.approx(0.1)
     assert stage_lr_factor(0.5, 0.0, 0.2) == pytest.approx(0.6)  # no warm-up: halfway down the cosine
+
+
+# ---- the loop's continuations and forced updates, with scripted policies -------------------------------------------
+
+MID = "(1) 1 + 2 = 5.\n(Final response) So the answer is 5."
+ERR_MID = 'In step (1) the part "1 + 2 = 5" is incorrect. This is because 1 + 2 is 3.'
+TASK = SimpleNamespace(prompt=lambda q: f"Q: {q.question}\nAnswer: Let's think step by step.\n")
+QUESTIONS = [Question("a", "1 + 2 =", "3", "b", True), Question("b", "2 + 2 =", "4", "b", True)]
+# the prompts as WordTokenizer decodes them (it drops empty lines, so no trailing newline)
+PROMPT_A, PROMPT_B = "Q: 1 + 2 =\nAnswer: Let's think step by step.", "Q: 2 + 2 =\nAnswer: Let's think step by step."
+
+
+def scripted_module(monkeypatch, policy, **hparams):
+    """A module whose ``generate`` answers each decoded prompt with ``policy(prompt) -> (output, stopped)``; also
+    returns the decoded prompts of every ``generate`` call."""
+    tok = WordTokenizer()
+    module = TriPosTModule(max_new_tokens=16, **hparams)
+    module.model = object()
+    module._trainer = SimpleNamespace(datamodule=SimpleNamespace(tokenizer=tok))  # only the tokenizer is needed
+    calls = []
+
+    def fake_generate(prompts, temperature, progress=None):
+        calls.append([tok.decode(p) for p in prompts])
+        return [Completion(tok.encode(output), stopped=stopped) for output, stopped in map(policy, calls[-1])]
+
+    monkeypatch.setattr(module, "generate", fake_generate)
+    return module, calls
+
+
+@pytest.mark.parametrize("info", ["", " Recall the order of operations."])  # a task's answer_info, e.g. arithmetic's
+def test_a_policy_that_stops_after_error_feedback_is_asked_for_the_update(monkeypatch, info):
+    task = SimpleNamespace(prompt=lambda q: f"Q: {q.question}\nAnswer: Let's think step by step.{info}\n")
+    prompt_a, updated = f"{PROMPT_A}{info}", f"{UPDATED}{info}"  # training repeats the info in the update's header
+
+    def policy(prompt):
+        if prompt.endswith(updated):  # a forced re-prompt: write the update only, as training taught
+            return (FIX if ERR_MID in prompt else MID), True
+        if prompt.endswith(MID):
+            return f"Feedback: {ERR_MID}", True  # round 2: error feedback, then EOS again
+        if prompt.endswith(FIX):
+            return f"Feedback: {OK}", True
+        return f"{ATT}\nFeedback: {ERR}", True  # round 1: attempt, error feedback, EOS: no update
+
+    module, calls = scripted_module(monkeypatch, policy)
+    (trace,) = module.self_improve(task, QUESTIONS[:1], max_rounds=3)
+    assert calls == [
+        [prompt_a],
+        [f"{prompt_a}\n{ATT}\nFeedback: {ERR}\n{updated}"],  # the training layout, up to the update's header
+        [f"{prompt_a}\n{MID}"],  # the forced update is the latest attempt of round 2
+        [f"{prompt_a}\n{MID}\nFeedback: {ERR_MID}\n{updated}"],  # round 2's re-prompt follows that attempt
+        [f"{prompt_a}\n{FIX}"],
+    ]
+    assert trace.attempts == [ATT, MID, FIX] and trace.feedbacks == [ERR, ERR_MID, OK]
+    assert (trace.forced_updates, trace.continuations, trace.cut_off) == (2, 0, False)
+
+    module, calls = scripted_module(monkeypatch, policy, max_continuations=0)  # no extra call: no update
+    (trace,) = module.self_improve(task, QUESTIONS[:1], max_rounds=3)
+    assert calls == [[prompt_a]] and trace.attempts == [ATT] and trace.feedbacks == [ERR]
+
+
+def test_a_cut_off_output_is_continued_from_the_prompt_and_what_it_wrote(monkeypatch):
+    cut_in_update = f"(Final response) So the answer is 4.\nFeedback: {ERR}\n{UPDATED}\n(1) 1 + 2 = 3."
+    outputs = {
+        PROMPT_A: ("(1) 1 + 2 = 4.", False),  # cut inside the attempt
+        f"{PROMPT_A}\n(1) 1 + 2 = 4.": (cut_in_update, False),  # cut again, inside the update
+        f"{PROMPT_A}\n(1) 1 + 2 = 4.\n{cut_in_update}": ("(Final response) So the answer is 3.", True),
+        # cut off, but after a further feedback: the update it holds is whole, nothing to continue
+        PROMPT_B: (f"{ATT}\nFeedback: {ERR}\n{UPDATED}\n{FIX}\nFeedback: {OK}", False),
+        f"{PROMPT_A}\n{FIX}": (f"Feedback: {OK}", True),
+        f"{PROMPT_B}\n{FIX}": (f"Feedback: {OK}", True),
+    }
+    module, calls = scripted_module(monkeypatch, outputs.__getitem__)
+    traces = module.self_improve(TASK, QUESTIONS, max_rounds=3)
+    assert calls == [
+        [PROMPT_A, PROMPT_B],
+        [f"{PROMPT_A}\n(1) 1 + 2 = 4."],  # only the cut-off output goes on: prompt + what it wrote so far
+        [f"{PROMPT_A}\n(1) 1 + 2 = 4.\n{cut_in_update}"],
+        [f"{PROMPT_A}\n{FIX}", f"{PROMPT_B}\n{FIX}"],  # round 2: the update parsed from the three pieces as one
+    ]
+    for trace in traces:
+        assert trace.attempts == [ATT, FIX] and trace.feedbacks == [ERR, OK] and not trace.cut_off
+    assert [t.continuations for t in traces] == [2, 0]
+
+
+def test_an_output_still_cut_off_after_the_cap_never_makes_its_update_the_answer(monkeypatch):
+    def policy(prompt):  # never stops: the update it starts is never finished
+        if prompt == PROMPT_A:
+            return f"{ATT}\nFeedback: {ERR}\n{UPDATED}\n(1) 1 + 2 = 3.", False
+        return "(2) 3 + 0 = 3.", False
+
+    module, calls = scripted_module(monkeypatch, policy)  # default cap: 2 continuations
+    (trace,) = module.self_improve(TASK, QUESTIONS[:1], max_rounds=3)
+    assert len(calls) == 3  # 1 + max_continuations calls, and no round 2: there is no whole update to re-prompt
+    assert calls[2] == [f"{PROMPT_A}\n{ATT}\nFeedback: {ERR}\n{UPDATED}\n(1) 1 + 2 = 3.\n(2) 3 + 0 = 3."]
+    assert trace.attempts == [ATT] and trace.feedbacks == [ERR]  # the first attempt is the final one
+    assert trace.cut_off and trace.continuations == 2
+
+    # an attempt cut mid-way stays the attempt (judged as is: it has no final response), with no feedback
+    module, calls = scripted_module(monkeypatch, lambda prompt: ("(1) 1 + 2 = 4.", False), max_continuations=0)
+    (trace,) = module.self_improve(TASK, QUESTIONS[:1], max_rounds=3)
+    assert calls == [[PROMPT_A]] and trace.attempts == ["(1) 1 + 2 = 4."] and trace.feedbacks == [None]
+    assert trace.cut_off and trace.continuations == 0
+
+    with pytest.raises(ValueError, match="max_continuations=-1"):
+        TriPosTModule(max_continuations=-1)
