@@ -75,9 +75,11 @@ class TeacherUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Dropped:
-    """A teacher answer that cannot be used; ``reason`` is counted and written to the interaction log."""
+    """A teacher answer that cannot be used; ``reason`` is counted and written to the interaction log.
+    ``unavailable``: the teacher gave no answer at all (a dead request), so asking again later may succeed."""
 
     reason: str
+    unavailable: bool = False
 
 
 class Teacher(ABC):

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, a
 from jsonargparse import CLI  # noqa: E402
 
 from datamodules.interaction_log import Episode, Turn, write_shard  # noqa: E402
-from feedback.base import Dropped  # noqa: E402
+from feedback.base import Dropped, TeacherUnavailable  # noqa: E402
 from feedback.llm import LLMTeacher  # noqa: E402
 from tasks.base import correct_feedback  # noqa: E402
 from tasks.multiple_choice import MultipleChoiceTask  # noqa: E402
@@ -42,6 +42,13 @@ def collect(task: MultipleChoiceTask, teacher: LLMTeacher, out: str, num_questio
         raise FileExistsError(f"{path} already exists; rationale shards are never overwritten: choose another --out")
     questions = task.pool()[:num_questions]
     answers = teacher.rationales(task, questions)
+    dead = sum(isinstance(a, Dropped) and a.unavailable for a in answers)
+    if dead:  # a shard is never rewritten, so write none that a rerun could complete
+        raise TeacherUnavailable(
+            f"{dead} of {len(questions)} rationale requests got no answer from the teacher (e.g. "
+            f"{next(a.reason for a in answers if isinstance(a, Dropped) and a.unavailable)}); nothing was written to "
+            f"{path}. The answers received are cached: rerun the same command when the endpoint is back, and only "
+            "the rest are asked")
     episodes = []
     for question, answer in zip(questions, answers):
         text = "" if isinstance(answer, Dropped) else answer

@@ -127,6 +127,9 @@ def _improve(task: Task, teacher: Teacher, edits: list[_Edit], max_updates: int)
         checked = []
         for e, answer in zip(pending, answers):
             e.updates += 1
+            if isinstance(answer, Dropped) and answer.unavailable:  # no answer at all: not the attempt's fault
+                e.outcome, e.reason = "dropped", f"teacher improvement: {answer.reason}"
+                continue
             problem = answer.reason if isinstance(answer, Dropped) else check_improvement(e.current, answer, e.current_feedback)
             if problem:
                 e.outcome, e.reason = "failed", f"improvement rejected: {problem}"

@@ -195,7 +195,7 @@ class OpenAITeacher(LLMTeacher):
         whole batch included), else None."""
         with self._lock:
             dead, requests = self.counts["dead_requests"], self.counts["requests"]
-        dead_answer = isinstance(answer, Dropped) and answer.reason.startswith(DEAD)
+        dead_answer = isinstance(answer, Dropped) and answer.unavailable
         if not dead_answer or dead <= self.max_failed_fraction * requests:
             return None
         last = answer.reason.partition(": ")[2]
@@ -230,7 +230,7 @@ class OpenAITeacher(LLMTeacher):
         if last.startswith("malformed"):
             return Dropped(f"endpoint answer unusable after {self.max_retries + 1} tries: {last}")
         self._add(dead_requests=1)
-        return Dropped(self._scrub(f"{DEAD} after {self.max_retries + 1} tries: {last}"))
+        return Dropped(self._scrub(f"{DEAD} after {self.max_retries + 1} tries: {last}"), unavailable=True)
 
     def _send(self, payload: dict) -> str | Dropped:
         headers = {"Content-Type": "application/json"}

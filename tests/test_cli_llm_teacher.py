@@ -56,7 +56,7 @@ def tiny_du_config(tmp_path, server, cache, data, shard, run, max_retries=6, max
     config["model"]["init_args"] |= {"warmup_epochs": 1, "epochs_per_iteration": 1, "max_new_tokens": 40,
                                      "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2,
                                               "intermediate_size": 64}}
-    config["data"]["init_args"] |= {"vocab_size": 400, "batch_size": 4}
+    config["data"]["init_args"] |= {"vocab_size": 400, "batch_size": 4, "min_examples": 0}  # 10 rollouts of a tiny model
     path = tmp_path / f"du-{len(list(tmp_path.glob('du-*.yaml')))}.yaml"
     path.write_text(yaml.safe_dump(config))
     return str(path)
@@ -153,3 +153,26 @@ def test_a_dead_teacher_fails_the_round_and_the_resumed_run_pays_for_nothing_twi
     dead = [e for e in read_shard(shards[1]) if e.reason and "teacher unavailable" in e.reason]
     assert [(e.outcome, e.reason.split(":")[:2]) for e in dead] == [
         ("dropped", ["teacher feedback", " teacher unavailable after 7 tries"])]
+
+
+def test_rationale_collection_writes_nothing_while_requests_are_dead_and_a_rerun_completes_it(tmp_path):
+    task = DateUnderstanding(data_path=str(write_du(tmp_path / "du.json", n=8)))
+    pool = task.pool()
+    dead = pool[2].question.split("\n")[0]  # every try of this question's rationale request gets a 500
+    server = FakeOpenAI(du_teacher_answers(task), fault_of=lambda prompt: "500" if dead in prompt.rsplit("Q: ", 1)[1] else None)
+    out, cache = tmp_path / "rationales.jsonl", str(tmp_path / "cache.sqlite")
+    try:
+        teacher = OpenAITeacher(model="du-teacher", base_url=server.base_url, api_key_env=None, cache_path=cache,
+                                max_retries=0, max_failed_fraction=0.5)  # 1 dead of 8: the round itself goes on
+        with pytest.raises(TeacherUnavailable, match=rf"1 of {len(pool)} rationale requests got no answer .*teacher "
+                                                     r"unavailable after 1 tries: HTTP 500.*nothing was written"):
+            collect(task, teacher, str(out))
+        assert not out.exists()  # a shard is never rewritten: none with a hole in it
+        asked = len(server.records)
+        server.fault_of = None  # the endpoint is back: only the dead request is asked again
+        shard = collect(task, OpenAITeacher(model="du-teacher", base_url=server.base_url, api_key_env=None,
+                                            cache_path=cache), str(out))
+    finally:
+        server.close()
+    assert [e.outcome for e in read_shard(shard)] == ["correct"] * len(pool)
+    assert len(server.records) == asked + 1

@@ -211,7 +211,7 @@ def test_a_few_dead_requests_are_counted_drops_and_the_round_goes_on(tmp_path, p
         answers = teacher.complete(prompts, 0.0, 8)
         assert [i for i, a in enumerate(answers) if isinstance(a, Dropped)] == [4, 11]
         assert all(a == f"answer to {p}" for p, a in zip(prompts, answers) if not isinstance(a, Dropped))
-        assert answers[4] == Dropped("teacher unavailable after 2 tries: HTTP 500")
+        assert answers[4] == Dropped("teacher unavailable after 2 tries: HTTP 500", unavailable=True)
         usage = teacher.usage()
         assert (usage["requests"], usage["dead_requests"], usage["answered"], usage["retries"]) == (20, 2, 18, 2)
         assert [r.body["prompt"] for r in server.records].count("p4") == 2 and len(server.records) == 22
@@ -227,6 +227,14 @@ def test_a_few_dead_requests_are_counted_drops_and_the_round_goes_on(tmp_path, p
                                 iteration=1, prompts=[ma_task.prompt(question)])
         assert episode.outcome == "dropped"
         assert episode.reason == "teacher feedback: teacher unavailable after 2 tries: HTTP 500"
+        # a dead improvement request drops the episode too (not "failed": the attempt was never judged)
+        teacher = make_teacher(server, tmp_path / "improve", prompts_dir, max_retries=1, max_failed_fraction=1.0,
+                               scripted_feedback=True)
+        [episode] = edit_traces(ma_task, teacher, [question], [([wrong_attempt(ma_task, question)], [None])],
+                                iteration=1, prompts=[ma_task.prompt(question)])
+        assert (episode.outcome, episode.reason) == (
+            "dropped", "teacher improvement: teacher unavailable after 2 tries: HTTP 500")
+        assert [t.role for t in episode.turns] == ["attempt", "feedback"]
     finally:
         server.close()
     with pytest.raises(ValueError, match="max_failed_fraction"):
