@@ -15,7 +15,8 @@ trajectories are logged as text; the table of all stages is printed after each e
 ``after/<group>`` (headline) and ``strict/before/<group>``, ``strict/after/<group>``; ``revised/*``: how many answers
 the model revised (wrote an update for), and of those how many went from wrong to right and from right to wrong
 (headline metric), which says why "after" equals "before" when it does; ``self_check/*``: how often the model's own
-feedback on its first attempt is right (strict, as the editing judges), see ``self_check``; ``examples/*``: the
+feedback on its first attempt is right (strict, as the editing judges), see ``self_check``; ``loop/*``: the
+generations continued, the updates asked for, and the answers still cut off after ``max_continuations``; ``examples/*``: the
 training mix of the stage (a TriPosT row trained on gold demos alone is starred in the printed table).
 """
 
@@ -80,6 +81,10 @@ class SelfImproveEval(Callback):
             row |= accuracy_by_group(task, questions, correct, f"{prefix}{phase}")
         row |= revisions(traces, judged["", "before"], judged["", "after"])
         row["rounds"] = sum(len(t.attempts) for t in traces) / max(len(traces), 1)
+        # how often the loop went past one generation per round (modules.tripost.TriPosTModule.max_continuations)
+        row["loop/continuations"] = float(sum(t.continuations for t in traces))
+        row["loop/forced_updates"] = float(sum(t.forced_updates for t in traces))
+        row["loop/cut_off"] = float(sum(t.cut_off for t in traces))
         row |= {f"examples/{kind}": float(n) for kind, n in trainer.datamodule.last_counts.items()}  # what it trained on
         row |= self_check(judged["strict/", "before"], [t.feedbacks[0] if t.feedbacks else None for t in traces])
         self.rows = [r for r in self.rows if r["stage"] != stage] + [row]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
+from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -93,15 +94,21 @@ class OnlineRollouts(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Checked here, where every strategy has restored its checkpoint (trainer.ckpt_path is set on a resume).
         if self._found_shards and trainer.ckpt_path is None:
+            folder = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback is not None else None
+            if folder is not None and any(Path(folder).glob("*.ckpt")):
+                how = "Resume it with --ckpt_path last"
+            else:  # e.g. stopped in its first epoch, or by an error before any training (warmup_epochs=0)
+                how = (f"That run wrote no checkpoint, so it cannot be resumed: delete {trainer.datamodule.rollout_dir} "
+                       "to start again there")
             raise FileExistsError(
                 f"{trainer.datamodule.rollout_dir} already holds interaction-log shards {self._found_shards} from an "
-                "earlier run. Resume it with --ckpt_path last, or start a new run in another directory "
-                "(--trainer.logger.init_args.save_dir, or --data.init_args.log_dir)."
+                f"earlier run. {how}, or start a new run in another directory (--trainer.logger.init_args.save_dir, "
+                "or --data.init_args.log_dir)."
             )
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         stage = pl_module.finished_stage(trainer.current_epoch)
-        if stage is None or stage >= pl_module.num_iterations:
+        if stage is None or stage >= pl_module.num_iterations or trainer.should_stop:  # stopping: no next iteration
             return
         self._round(trainer, pl_module, stage + 1)
 

@@ -173,8 +173,7 @@ class TriPosTDataModule(LightningDataModule):
                 f"{len(non_improvement)} non-improvement) from {len(episodes)} rollouts ({dict(outcomes)}; most "
                 f"common reasons: {dict(reasons)}), fewer than --data.init_args.min_examples={self.min_examples}. "
                 "Roll out on more questions (--trainer.callbacks.num_questions, or null for all), or give the policy "
-                "more room (max_new_tokens, a longer warm-up); to train on these anyway, resume with --ckpt_path last "
-                f"--data.init_args.min_examples={own}.")
+                f"more room (max_new_tokens, a longer warm-up); to train on these anyway, {self._again(own)}.")
         examples = rebalance(improvement, non_improvement, gold, self.improve_data_ratio, self.seed + self.iteration)
         if not any(e.kind != GOLD for e in examples):  # r : 1 : 1 keeps no non-improvement without improvement
             if self.min_examples > 0:
@@ -189,6 +188,14 @@ class TriPosTDataModule(LightningDataModule):
             examples = gold
         self.last_counts = dict(count_kinds(examples))
         return examples
+
+    def _again(self, min_examples: int) -> str:
+        """How to go on with ``--data.init_args.min_examples={min_examples}`` from here."""
+        flag = f"--data.init_args.min_examples={min_examples}"
+        if self.trainer is not None and self.trainer.global_step == 0:  # warmup_epochs=0: no checkpoint yet
+            return (f"start again with {flag} (nothing was trained yet, so there is no checkpoint to resume: use a "
+                    f"new --trainer.logger.init_args.save_dir, or delete {self.log_dir})")
+        return f"resume with --ckpt_path last {flag}"
 
     def gold(self, question: Question, with_feedback: bool) -> Example:
         """The gold-rationale example of ``question``; ``with_feedback`` (TriPosT iterations) adds the "correct"

@@ -141,8 +141,8 @@ def _improve(task: Task, teacher: Teacher, edits: list[_Edit], max_updates: int)
         still_pending = []
         for e, answer in checked:
             verdict = verdict_of.get(id(e)) or Feedback(correct_feedback(answer), correct=True)
-            if isinstance(verdict, Dropped):
-                e.outcome, e.reason = "failed", f"teacher feedback: {verdict.reason}"
+            if isinstance(verdict, Dropped):  # no answer at all is not the improvement's fault: dropped, not failed
+                e.outcome, e.reason = "dropped" if verdict.unavailable else "failed", f"teacher feedback: {verdict.reason}"
                 continue
             if not verdict.correct and not _progress(e.current, e.current_feedback, answer, verdict):
                 e.bad_improvement = True  # the reference keeps improving; the flag only decides what is kept

@@ -202,8 +202,8 @@ class OpenAITeacher(LLMTeacher):
         return TeacherUnavailable(self._scrub(
             f"teacher endpoint {self.url} gave no answer after {self.max_retries + 1} tries (last: {last}); {dead} of "
             f"{requests} requests this round failed, more than max_failed_fraction={self.max_failed_fraction}. Check "
-            "that the server is up (base_url); answers received so far are cached, so rerunning with "
-            "--ckpt_path last pays for none of them again"))
+            "that the server is up (base_url); answers received so far are cached, so rerunning (a fit: with "
+            "--ckpt_path last) pays for none of them again"))
 
     def _payload(self, prompt: str, temperature: float, max_tokens: int) -> dict:
         body = {"model": self.model, "temperature": temperature, "max_tokens": max_tokens, "stop": [END]}

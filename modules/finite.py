@@ -19,17 +19,18 @@ class NonFiniteError(FloatingPointError):
     """Training diverged: a loss or the weights are NaN or infinite."""
 
 
-def _advice(module: LightningModule, at_this_step: bool) -> str:
+def _advice(module: LightningModule, at_this_step: bool, peak: tuple[str, float] | None) -> str:
     trainer = module.trainer
     clip = trainer.gradient_clip_val
-    rate = f"peak --model.init_args.lr={module.hparams.lr:g}"
+    flag, value = peak or ("--model.init_args.lr", module.hparams.lr)
+    rate = f"peak {flag}={value:g}"
     if at_this_step and trainer.optimizers:  # between steps the scheduler has already moved on: the peak only
         rate = f"{trainer.optimizers[0].param_groups[0]['lr']:.3g} at this step ({rate})"
     return (f"Learning rate: {rate}; gradient clipping: {'off' if clip is None else f'--trainer.gradient_clip_val={clip:g}'}. "
-            "Try a lower --model.init_args.lr (a resumed run keeps its checkpoint's learning rate, so start again), "
-            "turn clipping on (--trainer.gradient_clip_val=1.0), and check the data (an example with no learned "
-            "tokens, an extreme reward). No checkpoint holds non-finite weights: --ckpt_path last resumes from the "
-            "last good one.")
+            f"Try a lower {flag} (a resumed run keeps its checkpoint's learning rate, so start again in a new "
+            "--trainer.logger.init_args.save_dir), turn clipping on (--trainer.gradient_clip_val=1.0, which a resume "
+            "takes), and check the data (an example with no learned tokens, an extreme reward). No checkpoint holds "
+            "non-finite weights: --ckpt_path last resumes from the last good one.")
 
 
 def _decided_by_any_rank(module: LightningModule, bad: bool) -> bool:
@@ -37,8 +38,10 @@ def _decided_by_any_rank(module: LightningModule, bad: bool) -> bool:
     return bool(module.trainer.strategy.reduce_boolean_decision(bad, all=False))
 
 
-def check_losses(module: LightningModule, where: str, batch_idx: int, **losses: torch.Tensor) -> None:
-    """Raise if any of the named training losses is NaN or infinite (call it before returning the loss)."""
+def check_losses(module: LightningModule, where: str, batch_idx: int, *, peak: tuple[str, float] | None = None,
+                 **losses: torch.Tensor) -> None:
+    """Raise if any of the named training losses is NaN or infinite (call it before returning the loss).
+    ``peak``: the flag and value of the stage's peak learning rate (default ``--model.init_args.lr``)."""
     values = torch.stack([loss.detach().float().reshape(()) for loss in losses.values()])
     bad = not bool(torch.isfinite(values).all())
     named = ", ".join(f"{name} = {value:.4g}" for name, value in zip(losses, values.tolist()))
@@ -49,11 +52,12 @@ def check_losses(module: LightningModule, where: str, batch_idx: int, **losses: 
     if not _decided_by_any_rank(module, bad):
         return
     trainer = module.trainer
+    if trainer.world_size > 1:
+        named += " on this rank" if bad else " here, but non-finite on another rank"
     raise NonFiniteError(
         f"{where}: non-finite training loss at step {trainer.global_step + 1} (epoch {trainer.current_epoch}, batch "
-        f"{batch_idx}; {trainer.global_step} optimizer steps before it were finite): {named}"
-        f"{' on this rank' if trainer.world_size > 1 else ''}. The run stops before this loss reaches the weights. "
-        + _advice(module, at_this_step=True))
+        f"{batch_idx}; {trainer.global_step} optimizer steps before it were finite): {named}. The run stops before "
+        "this loss reaches the weights. " + _advice(module, at_this_step=True, peak=peak))
 
 
 def non_finite_parameters(model: torch.nn.Module) -> list[str]:
@@ -66,7 +70,7 @@ def non_finite_parameters(model: torch.nn.Module) -> list[str]:
     return [name for (name, _), ok in zip(named, finite) if not ok]
 
 
-def check_weights_before_saving(module: LightningModule, where: str) -> None:
+def check_weights_before_saving(module: LightningModule, where: str, peak: tuple[str, float] | None = None) -> None:
     """``on_save_checkpoint``: refuse to write a checkpoint whose weights are not finite."""
     bad = non_finite_parameters(module)
     if not _decided_by_any_rank(module, bool(bad)):
@@ -74,9 +78,8 @@ def check_weights_before_saving(module: LightningModule, where: str) -> None:
     trainer = module.trainer
     raise NonFiniteError(
         f"{where}: refusing to write a checkpoint at step {trainer.global_step} (epoch {trainer.current_epoch}): "
-        f"{len(bad)} weight tensors are not finite{' on some rank' if not bad else ''} ({', '.join(bad[:3])}"
-        f"{', ...' if len(bad) > 3 else ''}). The losses were finite, so an update overflowed (gradients or "
-        "learning rate too large). " + _advice(module, at_this_step=False))
+        f"{_which(bad)}. The losses were finite, so an update overflowed (gradients or learning rate too large). "
+        + _advice(module, at_this_step=False, peak=peak))
 
 
 def check_weights_before_sampling(module: LightningModule, model: torch.nn.Module, what: str) -> None:
@@ -88,7 +91,12 @@ def check_weights_before_sampling(module: LightningModule, model: torch.nn.Modul
         bad_anywhere = bool(bad)
     if not bad_anywhere:
         return
-    advice = _advice(module, at_this_step=False) if module._trainer is not None else "Check how the weights were produced."
-    raise NonFiniteError(
-        f"refusing to generate with {what}: {len(bad)} weight tensors are not finite ({', '.join(bad[:3])}"
-        f"{', ...' if len(bad) > 3 else ''}); training diverged before these rollouts or evaluation. " + advice)
+    advice = _advice(module, at_this_step=False, peak=None) if module._trainer is not None else "Check how the weights were produced."
+    raise NonFiniteError(f"refusing to generate with {what}: {_which(bad)}; training diverged before these rollouts "
+                         "or evaluation. " + advice)
+
+
+def _which(bad: list[str]) -> str:
+    if not bad:
+        return "weight tensors on another rank are not finite"
+    return f"{len(bad)} weight tensors are not finite ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"

@@ -148,6 +148,12 @@ class TriPosTModule(LightningModule):
         stage = self.stage_of(epoch)[0]
         return "ft rationale (warm-up)" if stage == 0 else f"TriPosT iteration {stage}"
 
+    def peak_lr(self, epoch: int) -> tuple[str, float]:
+        """The flag and value of the peak learning rate of ``epoch``'s stage."""
+        if self.stage_of(epoch)[0] > 0 and self.hparams.iteration_lr is not None:
+            return "--model.init_args.iteration_lr", self.hparams.iteration_lr
+        return "--model.init_args.lr", self.hparams.lr
+
     def finished_stage(self, epoch: int) -> int | None:
         """The stage that ends with ``epoch`` (0 = warm-up), or None if training continues inside a stage."""
         stage, position, length = self.stage_of(epoch)
@@ -210,7 +216,8 @@ class TriPosTModule(LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         loss = weighted_lm_loss(logits, batch["input_ids"], batch["loss_weights"])
-        check_losses(self, self.stage_name(self.current_epoch), batch_idx, loss=loss)
+        check_losses(self, self.stage_name(self.current_epoch), batch_idx, peak=self.peak_lr(self.current_epoch),
+                     loss=loss)
         learned = (batch["loss_weights"] > 0).sum()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["input_ids"]))
         self.log("train/learned_tokens", learned.float(), on_step=False, on_epoch=True, reduce_fx="sum")
@@ -218,7 +225,7 @@ class TriPosTModule(LightningModule):
         return loss
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        check_weights_before_saving(self, self.stage_name(self.current_epoch))
+        check_weights_before_saving(self, self.stage_name(self.current_epoch), self.peak_lr(self.current_epoch))
 
     def configure_optimizers(self):
         optimizer = adamw(self.model, self.hparams.lr, self.hparams.weight_decay)

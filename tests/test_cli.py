@@ -320,8 +320,8 @@ def test_a_non_finite_loss_stops_the_run_at_that_step_and_keeps_the_last_good_ch
     # at the iteration's first warm-up rate 1e-3 * iteration_lr (1e-3 in this config) = 1e-6
     message = (r"TriPosT iteration 1: non-finite training loss at step 4 \(epoch 1, batch 0; 3 optimizer steps "
                r"before it were finite\): loss = nan\. .*Learning rate: 1e-06 at this step \(peak "
-               r"--model.init_args.lr=0.003\); gradient clipping: --trainer.gradient_clip_val=1\. Try a lower "
-               r"--model.init_args.lr")
+               r"--model.init_args.iteration_lr=0.001\); gradient clipping: --trainer.gradient_clip_val=1\. Try a "
+               r"lower --model.init_args.iteration_lr")
     with pytest.raises(NonFiniteError, match=message):
         main(tiny_args(run, 3, "--trainer.callbacks+=tests.helpers.Diverge", "--trainer.callbacks.epoch=1",
                        "--trainer.callbacks.batch=0"))
@@ -376,3 +376,14 @@ def test_an_iteration_whose_shard_gives_too_few_examples_is_refused_with_the_cou
     main(tiny_args(run, 3, "--ckpt_path=last", "--data.init_args.min_examples=0"))  # as the message says
     assert (run / "interaction_logs/iter_001.jsonl").read_bytes() == shard  # trained on, not collected again
     assert [row["stage"] for row in json.loads((run / "eval_table.json").read_text())] == [0, 1]
+
+
+def test_with_no_warm_up_too_few_examples_say_to_start_again_and_the_folder_says_why_it_cannot_resume(tmp_path):
+    run = tmp_path / "run"
+    # warmup_epochs=0: iteration 1's rollouts come before any training, so there is no checkpoint to resume
+    with pytest.raises(ValueError, match=r"fewer than --data.init_args.min_examples=20\. .*start again with "
+                                         r"--data.init_args.min_examples=0 \(nothing was trained yet"):
+        main(tiny_args(run, 2, "--model.init_args.warmup_epochs=0", "--data.init_args.min_examples=20"))
+    with pytest.raises(FileExistsError, match=r"That run wrote no checkpoint, so it cannot be resumed: delete "
+                                              r".*interaction_logs to start again there"):
+        main(tiny_args(run, 2, "--model.init_args.warmup_epochs=0", "--ckpt_path=last"))

@@ -109,9 +109,10 @@ def test_eval_scores_first_attempt_before_and_last_attempt_after(ma_task, tmp_pa
     traces = {  # attempts, own feedbacks                       first -> last
         q[0].id: Trace([wrong[0], gold[0]], [ERROR, CORRECT]),  # wrong -> right
         q[1].id: Trace([gold[1], wrong[1]], [ERROR, None]),  # right -> wrong (revised a right answer)
-        q[2].id: Trace([wrong[2], gold[2], wrong[2]], [ERROR, ERROR, None]),  # wrong -> wrong, right in between
+        q[2].id: Trace([wrong[2], gold[2], wrong[2]], [ERROR, ERROR, None], continuations=1, forced_updates=1,
+                       cut_off=True),  # wrong -> wrong, right in between
         q[3].id: Trace([unsupported], [None]),  # right (strict: wrong), no feedback
-        q[4].id: Trace([wrong[4], gold[4]], [ERROR, CORRECT]),  # wrong -> right
+        q[4].id: Trace([wrong[4], gold[4]], [ERROR, CORRECT], forced_updates=1),  # wrong -> right
     }
     policy = ScriptedPolicy(traces)
     datamodule = SimpleNamespace(task=ma_task, test_questions=lambda: ma_task.questions("test"),
@@ -139,6 +140,7 @@ def test_eval_scores_first_attempt_before_and_last_attempt_after(ma_task, tmp_pa
                 # updates written for q0 q1 q2 q4: q0 and q4 wrong -> right, q1 right -> wrong, q2 wrong -> wrong
                 "revised/answers": 4.0, "revised/to_right": 2.0, "revised/to_wrong": 1.0,
                 "rounds": 2.0,  # (2 + 2 + 3 + 1 + 2) attempts / 5
+                "loop/continuations": 1.0, "loop/forced_updates": 2.0, "loop/cut_off": 1.0,  # q2's and q4's traces
                 # first feedbacks (strict): q3 none (1/5); wrong q0 q2 q4 all called wrong (0/3); right q1 called
                 # wrong (1/1)
                 "self_check/no_feedback": 20.0, "self_check/wrong_called_correct": 0.0,

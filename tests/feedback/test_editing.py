@@ -221,6 +221,18 @@ def test_improvements_stop_after_max_updates(setup):
     assert teacher.improve_calls == 2
 
 
+def test_no_teacher_answer_drops_the_episode_and_an_unusable_one_fails_it(setup):
+    task, question, gold, wrong = setup
+    fixes_2, _ = progressing_improvements(gold)
+    dead = Dropped("teacher unavailable after 7 tries: HTTP 503", unavailable=True)
+    # the first feedback (on the attempt) from the script, the second (on the improvement) never arrives
+    episode = edit(task, question, [wrong], [None], teacher=Replays([fixes_2], feedbacks=[None, dead]))
+    assert (episode.outcome, episode.reason) == ("dropped", "teacher feedback: teacher unavailable after 7 tries: HTTP 503")
+    off_format = Dropped("off-format feedback: expected '(k)'")  # an answer, but unusable: the improvement failed
+    episode = edit(task, question, [wrong], [None], teacher=Replays([fixes_2], feedbacks=[None, off_format]))
+    assert (episode.outcome, episode.reason) == ("failed", "teacher feedback: off-format feedback: expected '(k)'")
+
+
 def test_check_improvement_rules(setup):
     _, _, gold, wrong = setup
     feedback = ScriptedTeacher().feedback(setup[0], [(setup[1], wrong)])[0]

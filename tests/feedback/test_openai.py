@@ -269,7 +269,7 @@ def test_dead_requests_past_the_fraction_fail_the_round_with_the_counts(tmp_path
     message = str(error.value)
     assert message.startswith(f"teacher endpoint {server.base_url}/completions gave no answer after 2 tries")
     assert "(last: HTTP 500); 2 of 10 requests this round failed, more than max_failed_fraction=0.1" in message
-    assert message.endswith("rerunning with --ckpt_path last pays for none of them again")
+    assert message.endswith("rerunning (a fit: with --ckpt_path last) pays for none of them again")
     asked = [r.body["prompt"] for r in server.records]
     answered = {p for p in asked if p not in ("p3", "p6")}
     assert {"p0", "p1", "p2", "p4", "p5"} <= answered and "p9" not in asked  # asked in order, the rest cancelled
