@@ -10,8 +10,10 @@ scores exactly what the policy writes::
 * ``sft``: ``T(x, y_l) + y_w + EOS``, loss on the response and EOS only, from the SFT fold;
 * ``policy_sft``: ``x + "\n" + y_w + EOS``: the plain policy M_P ("original policy"), whose samples are the
   references of PIT's second RL round, from the SFT fold;
-* ``rl``: the current rollout buffer (``use_iteration``), ``T(x, y_ref) + y`` with the response mask and the
-  judge's gap reward, ``ppo_epochs`` passes of minibatches per epoch.
+* ``rl``: the current rollout buffer (``use_iteration``), ``T(x, y_ref) + y`` with the response mask, the
+  judge's gap reward, the rollout temperature and the prompt's group (its k samples, for RLOO/GRPO);
+  ``ppo_epochs`` passes per epoch, each a fresh seeded permutation of the buffer cut into minibatches
+  (``ppo_minibatches``).
 
 The folds are written once, as interaction-log shards ``{log_dir}/preferences/{sft,rm,rl}.jsonl``, and read back
 from there: the logs are the contract, and a rerun uses the very same split.
@@ -77,8 +79,10 @@ class PITDataModule(LightningDataModule):
         batch_size: pairs (rm), examples (sft) or rollouts (rl) per step.
         val_fraction: share of the stage's fold held out for validation.
         max_length: longer sequences are dropped (counted).
-        ppo_epochs: rl: optimisation passes over each rollout buffer per epoch (batch order reshuffled).
-        num_rl_prompts: rl: roll out on the first N prompts of the RL fold only (None: all).
+        ppo_epochs: rl: optimisation passes over each rollout buffer per epoch, each cut into new minibatches (a
+            seeded permutation per pass, as TRL and OpenRLHF); the policy scores every buffer row once per epoch.
+        num_rl_prompts: rl: roll out on the first N prompts of the RL fold only (None: all). With the policy's
+            ``samples_per_prompt`` k the buffer holds N * k responses.
         seed: seeds the folds, the held-out split and batch order.
     """
 
@@ -190,9 +194,10 @@ class PITDataModule(LightningDataModule):
         return self._loader(train=False)
 
     def encode_rollout(self, episode: Episode) -> dict[str, torch.Tensor]:
-        """A buffer episode (reference, response; scores gap_reward, stopped) as ids, response mask [T-1], score.
-        A response the policy sampled keeps its own token ids (EOS included when it stopped), after the prompt's
-        ids as generation encoded it; text from elsewhere is tokenised with the prompt as one text."""
+        """A buffer episode (reference, response; scores gap_reward, stopped, temperature) as ids, response mask
+        [T-1], score and the temperature that sampled it (1 for logs without one). A response the policy sampled
+        keeps its own token ids (EOS included when it stopped), after the prompt's ids as generation encoded it;
+        text from elsewhere is tokenised with the prompt as one text."""
         x, y_ref, response = episode.prompt, episode.turns[0].text, episode.turns[1]
         if response.tokens is not None:
             prompt = self.tokenizer.encode(pit_prompt(x, y_ref), add_special_tokens=True)
@@ -203,29 +208,22 @@ class PITDataModule(LightningDataModule):
             if episode.scores.get("stopped", 1.0):
                 ids, weights = ids + [self.tokenizer.eos_token_id], weights + [1.0]
         return {"input_ids": torch.tensor(ids), "loss_weights": torch.tensor(weights),
-                "score": torch.tensor(float(episode.scores["gap_reward"]))}
+                "score": torch.tensor(float(episode.scores["gap_reward"])),
+                "temperature": torch.tensor(float(episode.scores.get("temperature", 1.0)))}
 
     def _rl_loader(self) -> DataLoader:
-        """``ppo_epochs`` passes over the buffer; a minibatch keeps its members (and ``index``) in every pass, so
-        the module can score each once at the epoch's start; only the order of minibatches changes."""
+        """``ppo_epochs`` passes over the buffer, minibatches rebuilt every pass (``ppo_minibatches``); the module
+        scores each buffer row once at the epoch's start and looks rows up by ``rows``."""
         if self.iteration < 1:
             raise RuntimeError("no rollout buffer yet: the rl stage needs callbacks.rollouts.OnlineRollouts")
         episodes = read_shard(self.rollout_dir / f"iter_{self.iteration:03d}.jsonl")
         items = [self.encode_rollout(e) for e in episodes]
+        for item, group in zip(items, prompt_groups(episodes)):
+            item["group"] = torch.tensor(group)
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        groups = length_grouped_batches([len(i["input_ids"]) for i in items], self.batch_size, self.seed + epoch)
-        batches = []
-        for index, members in enumerate(groups):
-            batch = collate([items[i] for i in members], self.tokenizer.pad_token_id)
-            batch["response_mask"] = batch.pop("loss_weights")[:, 1:]  # [B, T-1]: position t predicts token t+1
-            batch["score"] = torch.stack([items[i]["score"] for i in members])
-            batch["index"] = torch.tensor(index)
-            batches.append(batch)
-        rng = random.Random(f"ppo/{self.seed}/{epoch}")
-        passes = []
-        for _ in range(self.ppo_epochs):
-            passes += rng.sample(batches, len(batches))
-        return DataLoader(passes, batch_size=None, shuffle=False)
+        batches = ppo_minibatches(items, self.batch_size, self.ppo_epochs, f"{self.seed}/{epoch}",
+                                  self.tokenizer.pad_token_id)
+        return DataLoader(batches, batch_size=None, shuffle=False)
 
     def _loader(self, train: bool) -> DataLoader:
         if self.stage == "rl":
@@ -251,6 +249,39 @@ class PITDataModule(LightningDataModule):
         epoch = self.trainer.current_epoch if self.trainer is not None and train else 0
         batches = length_grouped_batches(lengths, self.batch_size, self.seed + epoch)
         return DataLoader([make(b) for b in batches], batch_size=None, shuffle=False)
+
+
+def prompt_groups(episodes: Sequence[Episode]) -> list[int]:
+    """Per buffer episode, its prompt's group: the samples of one RL prompt share ``question_id`` (the RL fold
+    episode they improve); an episode without one is a group of its own."""
+    ids: dict[str | tuple[str, int], int] = {}
+    return [ids.setdefault(e.question_id if e.question_id is not None else ("row", i), len(ids))
+            for i, e in enumerate(episodes)]
+
+
+def ppo_minibatches(items: Sequence[dict[str, torch.Tensor]], batch_size: int, passes: int, seed: str,
+                    pad_id: int) -> list[dict[str, torch.Tensor]]:
+    """``passes`` passes over the buffer ``items`` (encoded rows: ids, loss weights, score, temperature, group),
+    each a new permutation seeded by ``seed`` and the pass, cut into minibatches of ``batch_size``: every row once
+    per pass, a minibatch's members different in every pass (as TRL's and OpenRLHF's PPO). Plain permutations,
+    not length grouping: sorting a buffer of at most one chunk by length would give the same minibatches every
+    pass. Each minibatch: ``input_ids``, ``attention_mask``, ``response_mask`` [B, T-1] (position t predicts token
+    t+1), the items' scalars stacked, ``rows`` [B] (buffer row of each member) and ``ppo_pass``."""
+    batches = []
+    for ppo_pass in range(passes):
+        order = list(range(len(items)))
+        random.Random(f"ppo/{seed}/{ppo_pass}").shuffle(order)  # str seeds: the same in every process and resume
+        for start in range(0, len(order), batch_size):
+            members = order[start : start + batch_size]
+            batch = collate([items[i] for i in members], pad_id)
+            batch["response_mask"] = batch.pop("loss_weights")[:, 1:]
+            for key in ("score", "temperature", "group"):
+                if key in items[members[0]]:
+                    batch[key] = torch.stack([items[i][key] for i in members])
+            batch["rows"] = torch.tensor(members)
+            batch["ppo_pass"] = torch.tensor(ppo_pass)
+            batches.append(batch)
+    return batches
 
 
 def _rm_collate(groups: Sequence[list[dict[str, torch.Tensor]]], pad_id: int) -> dict[str, torch.Tensor]:

@@ -5,12 +5,22 @@ Stage ``sft``: next-token loss on the response of the DataModule's examples: ``T
 improves).
 
 Stage ``rl``: one epoch = one PPO iteration. The rollout callback (``callbacks.rollouts.OnlineRollouts``) samples
-responses to the RL fold's prompts ``T(x, y_ref)`` before the first epoch and after every epoch, the judge (the
-gap reward model) scores them, and the buffer is written as an interaction-log shard; the next epoch optimises on
-it. At the epoch's start the whole buffer is scored by the current policy (old log-probs, values) and the frozen
-SFT policy (reference log-probs); rewards are KL-shaped per token (``kl_coef``) with the gap reward at the last
-token; advantages come from GAE and are whitened; ``ppo_epochs`` passes of clipped-surrogate and clipped value-loss
-minibatch steps follow. Critic: a linear value head on the policy's last hidden state.
+responses to the RL fold's prompts ``T(x, y_ref)`` before the first epoch and after every epoch (at its
+``temperature``, recorded in the buffer), the judge (the gap reward model) scores them, and the buffer is written as
+an interaction-log shard; the next epoch optimises on it. At the epoch's start every buffer row is scored once (the
+whole buffer on every rank) by the current policy (old log-probs, values) and the frozen SFT policy (reference
+log-probs), all of ``softmax(logits / T)`` at the rollout temperature T, the distribution that sampled. Advantages
+(``advantage``):
+
+* ``gae`` (PPO): rewards are KL-shaped per token (``kl_coef``) with the gap reward at the last token; advantages
+  come from GAE and are whitened over the buffer. Critic: a linear value head on the policy's last hidden state,
+  trained with a clipped value loss.
+* ``rloo`` / ``grpo`` (critic-free, as TRL's ``RLOOTrainer`` / ``GRPOTrainer``): each prompt is sampled
+  ``samples_per_prompt`` = k times; a response's sequence reward is its gap reward minus ``kl_coef`` times its
+  summed per-token KL (the same penalty); its advantage compares it with its prompt's other samples
+  (``modules.ppo.group_advantages``) and is broadcast over its tokens. No value head, no value loss.
+
+Then ``ppo_epochs`` passes of clipped-surrogate minibatch steps, the minibatches rebuilt every pass.
 
 Curriculum: epochs ``< round1_epochs`` use the dataset's references (round 1, easy); later epochs use references
 sampled once from ``original_policy`` (round 2, hard), saved as ``references_round2.jsonl`` next to the buffers.
@@ -18,6 +28,7 @@ sampled once from ``original_policy`` (round 2, hard), saved as ``references_rou
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 from typing import Literal
@@ -33,7 +44,18 @@ from modules.common import TinyLlama, export_at_fit_end, tiny_llama_config, warm
 from modules.distributed import generate_in_fit, generation_context, shard_fsdp2
 from modules.finite import check_losses, check_weights_before_saving
 from modules.generation import Completion
-from modules.ppo import entropy, gae, masked_mean, policy_loss, shaped_rewards, token_logprobs, value_loss, whiten
+from modules.ppo import (
+    entropy,
+    gae,
+    group_advantages,
+    masked_mean,
+    policy_loss,
+    sequence_rewards,
+    shaped_rewards,
+    token_logprobs,
+    value_loss,
+    whiten,
+)
 from modules.pretrained import Dtype, LoRA, add_lora, load_pretrained
 from modules.tripost import weighted_lm_loss
 
@@ -52,16 +74,28 @@ class PITPolicy(LightningModule):
             reference is then the same model with its adapters disabled, not a second copy.
         lr: peak learning rate (warm-up then cosine to 10%; constant in RL).
         weight_decay: AdamW weight decay.
-        kl_coef: β, the per-token KL penalty to the frozen SFT policy.
+        kl_coef: β, the per-token KL penalty to the frozen SFT policy (gae: in the shaped per-token rewards;
+            rloo/grpo: summed over the response and subtracted from its gap reward).
+        advantage: ``gae`` (PPO with a value head), ``rloo`` (leave-one-out baseline: ``r_i - mean_{j≠i} r_j``) or
+            ``grpo`` (``(r_i - mean r) / (std r + 1e-4)``, sample std) over the ``samples_per_prompt`` samples of
+            each prompt; the critic-free two build no value head and ignore ``value_clip``, ``vf_coef``,
+            ``gamma``, ``lam``. All three keep PPO's clipped surrogate.
+        samples_per_prompt: k, responses sampled per RL prompt and rollout (rloo/grpo: at least 2). The buffer
+            then holds ``num_rl_prompts * k`` responses: the PPO (gae) run with as many samples uses
+            ``num_rl_prompts * k`` prompts and k = 1.
         clip: PPO ratio clip.
-        value_clip: clip of the value update.
-        vf_coef: weight of the value loss.
-        gamma, lam: GAE discount and λ.
+        value_clip: clip of the value update (gae).
+        vf_coef: weight of the value loss (gae).
+        gamma, lam: GAE discount and λ (gae).
         round1_epochs: RL epochs with dataset references before switching to round 2.
         original_policy: path of the policy whose samples are round 2's references (needed when
             ``max_epochs > round1_epochs``).
-        max_new_tokens: generated tokens per response at most.
-        temperature: sampling temperature of rollouts (and of round-2 references).
+        max_new_tokens: generated tokens per response at most, for every generation of this module: rollouts,
+            round-2 references and evaluation (``improve``). Keep it equal across the runs you compare (the SFT
+            stage's evaluation is the "SFT only" arm).
+        temperature: sampling temperature of the round-2 references only (the original policy's answers). Rollouts
+            sample at the rollout callback's ``--trainer.callbacks.temperature``, which the buffer records and the
+            PPO/RLOO/GRPO log-probs use; evaluation at its own callback's.
         generation_batch_size: prompts per ``generate`` call.
         gradient_checkpointing: recompute activations in the backward pass (Hugging Face's; under FSDP1 the
             strategy's ``activation_checkpointing_policy`` does the same per wrapped layer).
@@ -75,18 +109,26 @@ class PITPolicy(LightningModule):
                  dtype: Dtype = "float32", attn_implementation: str | None = None, model_kwargs: dict | None = None,
                  lora: LoRA | None = None, lr: float = 3e-3, weight_decay: float = 0.0, kl_coef: float = 0.05,
                  clip: float = 0.2, value_clip: float = 0.2, vf_coef: float = 0.1, gamma: float = 1.0,
-                 lam: float = 0.95, round1_epochs: int = 2, original_policy: str | None = None,
+                 lam: float = 0.95, advantage: Literal["gae", "rloo", "grpo"] = "gae", samples_per_prompt: int = 1,
+                 round1_epochs: int = 2, original_policy: str | None = None,
                  max_new_tokens: int = 48, temperature: float = 1.0, generation_batch_size: int = 64,
                  gradient_checkpointing: bool = False, cpu_offload: bool = False,
                  export_dir: str | None = None) -> None:
         super().__init__()
+        if advantage not in ("gae", "rloo", "grpo"):
+            raise ValueError(f"--model.init_args.advantage={advantage!r}: gae, rloo or grpo")
+        if samples_per_prompt < 1:
+            raise ValueError(f"--model.init_args.samples_per_prompt={samples_per_prompt}: sample at least 1")
+        if advantage != "gae" and samples_per_prompt < 2:
+            raise ValueError(f"--model.init_args.advantage={advantage} compares the samples of each prompt: set "
+                             f"--model.init_args.samples_per_prompt to 2 or more (got {samples_per_prompt})")
         self.save_hyperparameters()
         self.tiny = tiny or TinyLlama()
         self.lora = lora  # the typed object (LightningCLI turns hparams into plain dicts)
         self.model: PreTrainedModel | None = None
         self.value_head: torch.nn.Linear | None = None
         self._frozen: dict[str, PreTrainedModel] = {}  # not a submodule: not trained, not in checkpoints
-        self._buffer: dict[int, dict[str, torch.Tensor]] = {}
+        self._buffer: dict[int, dict[str, torch.Tensor]] = {}  # per buffer row: its epoch-start scoring
         self._epoch_start, self.optimisation_s = 0.0, 0.0
         self._no_change: dict[tuple[str, str], float] = {}  # judge scores of unchanged references, per (x, y_ref)
         self.generated_tokens = 0  # by ``respond`` over all ranks, for rollout throughput
@@ -112,6 +154,11 @@ class PITPolicy(LightningModule):
     # ---- models --------------------------------------------------------------------------------------------------
 
     @property
+    def critic(self) -> bool:
+        """PPO with a value head (``advantage: gae``); RLOO and GRPO have none."""
+        return self.hparams.advantage == "gae"
+
+    @property
     def tokenizer(self):
         return self.trainer.datamodule.tokenizer
 
@@ -131,9 +178,10 @@ class PITPolicy(LightningModule):
                                  "forward for scoring and updates; set it to 0 in the rl stage")
             if self.lora is None:  # with LoRA the reference is the policy with its adapters disabled
                 self._frozen["reference"] = self._load(self.hparams.model, "--model.init_args.model").eval().requires_grad_(False)
-            self.value_head = torch.nn.Linear(self.model.config.hidden_size, 1)
-            torch.nn.init.zeros_(self.value_head.weight)
-            torch.nn.init.zeros_(self.value_head.bias)
+            if self.critic:
+                self.value_head = torch.nn.Linear(self.model.config.hidden_size, 1)
+                torch.nn.init.zeros_(self.value_head.weight)
+                torch.nn.init.zeros_(self.value_head.bias)
         if self.lora is not None:
             self.model = add_lora(self.model, self.lora, "CAUSAL_LM", "--model.init_args.lora")
         if self.hparams.gradient_checkpointing:  # non-reentrant: frozen embeddings (LoRA) give inputs no grad
@@ -215,10 +263,15 @@ class PITPolicy(LightningModule):
         if not isinstance(rollouts.teacher, Judge):
             raise TypeError(f"PIT's rollouts are scored by a reward model, got {type(rollouts.teacher).__name__}: set "
                             "the OnlineRollouts teacher to feedback.reward_model.RewardModelJudge or feedback.llm_judge.LLMJudge")
+        if rollouts.temperature <= 0:  # PPO's ratios and KL are log-probs of the distribution that sampled
+            raise ValueError(f"--trainer.callbacks.temperature={rollouts.temperature}: RL rollouts must sample "
+                             "(temperature > 0); greedy decoding has no log-probs to train on")
         fold = datamodule.rl_fold()
         pairs = self.references(iteration, datamodule.rollout_dir, fold)
+        k = self.hparams.samples_per_prompt  # a prompt's k samples are neighbours: feedback groups them by position
         start, tokens = time.perf_counter(), self.generated_tokens
-        responses = self.sample([pit_prompt(x, y) for x, y in pairs], rollouts.temperature, progress=f"rollouts it{iteration}")
+        responses = self.sample([pit_prompt(x, y) for x, y in pairs for _ in range(k)], rollouts.temperature,
+                                progress=f"rollouts it{iteration}")
         seconds = time.perf_counter() - start
         rollouts.record("time/generation_s", seconds)
         rollouts.record("rollouts/tokens_per_s", (self.generated_tokens - tokens) / seconds)  # all ranks together
@@ -226,9 +279,12 @@ class PITPolicy(LightningModule):
 
     def feedback(self, datamodule, iteration: int, samples, rollouts) -> list[Episode]:
         """Score each improvement with the judge (gap reward) and, where the task has one, the exact score; the
-        episodes are the next epoch's PPO buffer (rank 0 only)."""
+        episodes are the next epoch's PPO buffer (rank 0 only). The k samples of one prompt share ``question_id``
+        (the RL fold episode's id, their group) and are told apart by ``/s{j}`` in their ids; every episode
+        records the rollout ``temperature``."""
         judge, (fold, pairs, completions) = rollouts.teacher, samples
-        tok = self.tokenizer
+        tok, k = self.tokenizer, self.hparams.samples_per_prompt
+        fold, pairs = [e for e in fold for _ in range(k)], [p for p in pairs for _ in range(k)]  # as rollout sampled
         # the text exactly as sampled (a leading space kept), and the ids themselves for PPO: nothing re-tokenised
         texts = [tok.decode(c.tokens, skip_special_tokens=True) for c in completions]
         start = time.perf_counter()
@@ -237,13 +293,17 @@ class PITPolicy(LightningModule):
         rollouts.record("time/scoring_s", time.perf_counter() - start)
         by = "dataset" if self.round_of(iteration) == 1 else "original_policy"
         episodes = []
-        for e, (x, y_ref), y, completion, gap, base in zip(fold, pairs, texts, completions, gaps, no_change):
-            scores = {"gap_reward": gap, "reference_gap": base, "stopped": float(completion.stopped)}
+        for i, (e, (x, y_ref), y, completion, gap, base) in enumerate(zip(fold, pairs, texts, completions, gaps,
+                                                                          no_change)):
+            scores = {"gap_reward": gap, "reference_gap": base, "stopped": float(completion.stopped),
+                      "temperature": float(rollouts.temperature)}
             sampled = tuple(completion.tokens) + ((tok.eos_token_id,) if completion.stopped else ())
             quality = [datamodule.preferences.score(x, y_ref), datamodule.preferences.score(x, y.strip())]
             if quality[0] is not None:
                 scores["quality"] = quality
-            episodes.append(Episode(id=f"{e.id}/it{iteration}", task=e.task, iteration=iteration, prompt=x,
+            sample = f"/s{i % k}" if k > 1 else ""
+            episodes.append(Episode(id=f"{e.id}/it{iteration}{sample}", task=e.task, iteration=iteration, prompt=x,
+                                    question_id=e.id,
                                     turns=(Turn("reference", y_ref, by), Turn("response", y, "policy", sampled)),
                                     outcome="improved" if gap > base else "failed", scores=scores))
         self._log_rollouts(episodes, iteration, rollouts.record)
@@ -266,6 +326,11 @@ class PITPolicy(LightningModule):
         if scored:
             record("pit/exact_score_references", mean([q[0] for q in scored]))
             record("pit/exact_score_rollouts", mean([q[1] for q in scored]))
+        k = self.hparams.samples_per_prompt
+        if k > 1:  # groups whose samples all score the same give RLOO/GRPO nothing to learn from
+            gaps = [e.scores["gap_reward"] for e in episodes]
+            spread = [statistics.pstdev(gaps[i : i + k]) for i in range(0, len(gaps), k)]
+            record("pit/gap_reward_group_std", mean(spread))
 
     # ---- training ------------------------------------------------------------------------------------------------
 
@@ -289,43 +354,77 @@ class PITPolicy(LightningModule):
         check_weights_before_saving(self, self.stage_name)
 
     def _forward(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], values: bool):
+        """``(logits, log-probs [B, T-1], values [B, T-1] or None)``; the log-probs are of ``softmax(logits / T)``
+        at the batch's rollout ``temperature`` (absent: 1), the distribution the buffer was sampled from."""
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=values)
-        logprobs = token_logprobs(out.logits, batch["input_ids"])  # [B, T-1]
+        logprobs = token_logprobs(out.logits, batch["input_ids"], batch.get("temperature"))  # [B, T-1]
         # V(state before t+1); the head's own dtype (float32 over bfloat16 weights at 32-true precision)
         v = self.value_head(out.hidden_states[-1].to(self.value_head.weight.dtype)).squeeze(-1)[:, :-1] if values else None
         return out.logits, logprobs, v
 
     def on_train_epoch_start(self) -> None:
-        """Score the epoch's buffer with the policy as it is now (old log-probs, values) and the frozen reference."""
+        """Score every buffer row once with the policy as it is now (old log-probs, values) and the frozen
+        reference, then compute the advantages over the whole buffer (GAE whitened over it, or per prompt group).
+        The minibatches change every pass, so the results are kept per row (``_buffer``), unpadded."""
         self._epoch_start = time.perf_counter()
         if self.hparams.stage != "rl":
             return
         self._buffer = {}
-        stats = {"reward": [], "kl": [], "length": []}
+        stats: dict[str, list[torch.Tensor]] = {"reward": [], "kl": [], "length": []}
+        loader = self.trainer.train_dataloader
+        # every minibatch of every pass, the same list on every rank (a distributed sampler shares out the batches,
+        # not the rows): each rank scores the whole buffer in the same order, so sharded forwards stay in lock-step
+        # and group advantages and whitening see every row
+        batches = loader.dataset if isinstance(getattr(loader, "dataset", None), list) else loader
         # as training_step runs: under the precision's autocast (else bf16-mixed ratios start off 1) and, under
         # FSDP1, with the root's parameters gathered (these forwards bypass the wrapped root's forward)
         with torch.no_grad(), generation_context(self.trainer):
-            for batch in self.trainer.train_dataloader:
-                key = int(batch["index"])
-                if key in self._buffer:
-                    continue  # later ppo_epochs passes repeat the batches
+            for batch in batches:
+                rows = batch["rows"].tolist()
+                if all(r in self._buffer for r in rows):
+                    continue  # later passes hold the same rows
                 batch = {k: v.to(self.device) for k, v in batch.items()}
-                _, old_logprobs, old_values = self._forward(self.model, batch, values=True)
+                _, old_logprobs, old_values = self._forward(self.model, batch, values=self.critic)
                 ref_logprobs = self.reference_logprobs(batch)
                 mask = batch["response_mask"]
-                rewards, kl = shaped_rewards(batch["score"], old_logprobs, ref_logprobs, mask, self.hparams.kl_coef)
-                advantages, returns = gae(rewards, old_values * mask, mask, self.hparams.gamma, self.hparams.lam)
-                self._buffer[key] = {"old_logprobs": old_logprobs, "old_values": old_values * mask,
-                                     "advantages": advantages, "returns": returns, "mask": mask}
+                scored = {"old_logprobs": old_logprobs, "mask": mask}
+                if self.critic:
+                    rewards, kl = shaped_rewards(batch["score"], old_logprobs, ref_logprobs, mask, self.hparams.kl_coef)
+                    advantages, returns = gae(rewards, old_values * mask, mask, self.hparams.gamma, self.hparams.lam)
+                    scored |= {"old_values": old_values * mask, "advantages": advantages, "returns": returns}
+                else:
+                    sequence, kl = sequence_rewards(batch["score"], old_logprobs, ref_logprobs, mask,
+                                                    self.hparams.kl_coef)
+                    scored |= {"sequence_reward": sequence, "group": batch["group"]}
+                lengths = batch["attention_mask"].sum(1) - 1  # right padding: a row's positions are its first n
+                for i, row in enumerate(rows):
+                    if row not in self._buffer:
+                        self._buffer[row] = {k: v[i, : lengths[i]] if v.dim() == 2 else v[i] for k, v in scored.items()}
                 stats["reward"].append(batch["score"])
-                stats["kl"].append((kl.sum(1)))
+                stats["kl"].append(kl.sum(1))
                 stats["length"].append(mask.sum(1))
-        flat = [(b["advantages"].flatten(), b["mask"].flatten()) for b in self._buffer.values()]
-        whitened = whiten(torch.cat([a for a, _ in flat]), torch.cat([m for _, m in flat]))  # over the whole buffer
-        for b, part in zip(self._buffer.values(), whitened.split([len(a) for a, _ in flat])):
-            b["advantages"] = part.view_as(b["advantages"])
+        self._buffer = dict(sorted(self._buffer.items()))
+        rows = list(self._buffer.values())
+        if self.critic:  # whitened over the whole buffer, not per minibatch
+            whitened = whiten(torch.cat([r["advantages"] for r in rows]), torch.cat([r["mask"] for r in rows]))
+            for r, part in zip(rows, whitened.split([len(r["mask"]) for r in rows])):
+                r["advantages"] = part
+        else:
+            sequence = torch.stack([r["sequence_reward"] for r in rows])
+            advantages = group_advantages(sequence, torch.stack([r["group"] for r in rows]), self.hparams.advantage)
+            for r, advantage in zip(rows, advantages):
+                r["advantages"] = advantage * r["mask"]  # the response's one advantage on each of its tokens
+            self.log("ppo/sequence_reward", sequence.mean(), on_step=False, on_epoch=True)
         for name, values in stats.items():
             self.log(f"ppo/{name}", torch.cat(values).float().mean(), on_step=False, on_epoch=True)
+
+    def _cached(self, batch: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+        """``key`` of the minibatch's rows from the epoch-start scoring, right-padded with 0 to [B, T-1]."""
+        out = torch.zeros(batch["response_mask"].shape, device=self.device)
+        for i, row in enumerate(batch["rows"].tolist()):
+            value = self._buffer[row][key]
+            out[i, : len(value)] = value
+        return out
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         self.optimisation_s = time.perf_counter() - self._epoch_start  # the epoch's scoring + updates so far
@@ -334,20 +433,26 @@ class PITPolicy(LightningModule):
         self.log("time/optimisation_s", self.optimisation_s, rank_zero_only=True)
 
     def _ppo_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        cached = self._buffer[int(batch["index"])]
         mask = batch["response_mask"]
-        logits, logprobs, values = self._forward(self.model, batch, values=True)
-        pg_loss, clip_fraction = policy_loss(logprobs, cached["old_logprobs"], cached["advantages"], mask,
+        old_logprobs = self._cached(batch, "old_logprobs")
+        logits, logprobs, values = self._forward(self.model, batch, values=self.critic)
+        pg_loss, clip_fraction = policy_loss(logprobs, old_logprobs, self._cached(batch, "advantages"), mask,
                                              self.hparams.clip)
-        vf_loss = value_loss(values, cached["old_values"], cached["returns"], mask, self.hparams.value_clip)
-        loss = pg_loss + self.hparams.vf_coef * vf_loss
-        check_losses(self, self.stage_name, batch_idx, policy_loss=pg_loss, value_loss=vf_loss)
         n = len(batch["input_ids"])
+        if self.critic:
+            vf_loss = value_loss(values, self._cached(batch, "old_values"), self._cached(batch, "returns"), mask,
+                                 self.hparams.value_clip)
+            loss = pg_loss + self.hparams.vf_coef * vf_loss
+            check_losses(self, self.stage_name, batch_idx, policy_loss=pg_loss, value_loss=vf_loss)
+            self.log("ppo/value_loss", vf_loss, on_step=False, on_epoch=True, batch_size=n)
+        else:
+            loss = pg_loss
+            check_losses(self, self.stage_name, batch_idx, policy_loss=pg_loss)
         self.log("ppo/policy_loss", pg_loss, on_step=True, on_epoch=True, batch_size=n, prog_bar=True)
-        self.log("ppo/value_loss", vf_loss, on_step=False, on_epoch=True, batch_size=n)
         self.log("ppo/clip_fraction", clip_fraction, on_step=False, on_epoch=True, batch_size=n)
-        self.log("ppo/entropy", masked_mean(entropy(logits.detach()), mask), on_step=False, on_epoch=True, batch_size=n)
-        self.log("ppo/approx_kl_old", masked_mean(cached["old_logprobs"] - logprobs.detach(), mask), on_step=False,
+        self.log("ppo/entropy", masked_mean(entropy(logits.detach(), batch.get("temperature")), mask), on_step=False,
+                 on_epoch=True, batch_size=n)
+        self.log("ppo/approx_kl_old", masked_mean(old_logprobs - logprobs.detach(), mask), on_step=False,
                  on_epoch=True, batch_size=n)
         return loss
 

@@ -4,6 +4,14 @@ Shapes: sequences are ``[B, T]`` token ids; per-token quantities are ``[B, T-1]`
 prediction of token t+1; ``response_mask`` [B, T-1] is 1 where token t+1 belongs to the response (not the prompt,
 not padding). The KL-shaped reward follows the usual RLHF recipe: every response token pays
 ``-kl_coef * (log π(a_t) - log π_ref(a_t))`` and the last one also gets the sequence's gap reward.
+
+Critic-free estimators (``group_advantages``): the same prompt is sampled k times; each response's sequence reward
+is its gap reward minus ``kl_coef`` times its summed per-token KL (``sequence_rewards``, the same penalty as the
+shaped rewards, paid at once), and its advantage compares it with the other samples of its prompt: RLOO
+(Ahmadian et al. 2024, TRL's ``RLOOTrainer``) or GRPO (Shao et al. 2024, TRL's ``GRPOTrainer``).
+
+Temperature: rollouts sample from ``softmax(logits / T)``; PPO's ratios and KL must be of that distribution, so
+``token_logprobs`` and ``entropy`` take the rollout temperature (a float or one per row).
 """
 
 from __future__ import annotations
@@ -12,14 +20,31 @@ import torch
 import torch.nn.functional as F
 
 
-def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """log π(token t+1 | ≤ t): logits [B, T, V], input_ids [B, T] -> [B, T-1]."""
-    return torch.gather(F.log_softmax(logits[:, :-1].float(), dim=-1), 2, input_ids[:, 1:, None]).squeeze(2)
+def tempered(logits: torch.Tensor, temperature: torch.Tensor | float | None) -> torch.Tensor:
+    """``logits / T`` in float32: the logits of the distribution that sampled at temperature T (a float, or [B],
+    one per row); None or 1 leaves them as they are. T must be > 0 (greedy decoding has no distribution)."""
+    logits = logits.float()
+    if temperature is None:
+        return logits
+    if isinstance(temperature, torch.Tensor):
+        if (temperature <= 0).any():
+            raise ValueError(f"temperature {temperature.tolist()}: log-probs need a sampling temperature > 0")
+        return logits / temperature.to(logits.device, logits.dtype).view(-1, *[1] * (logits.dim() - 1))
+    if temperature <= 0:
+        raise ValueError(f"temperature {temperature}: log-probs need a sampling temperature > 0")
+    return logits if temperature == 1 else logits / temperature
 
 
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of each next-token distribution: [B, T, V] -> [B, T-1]."""
-    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
+def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor,
+                   temperature: torch.Tensor | float | None = None) -> torch.Tensor:
+    """log π_T(token t+1 | ≤ t) under ``softmax(logits / T)``: logits [B, T, V], input_ids [B, T] -> [B, T-1]."""
+    logp = F.log_softmax(tempered(logits[:, :-1], temperature), dim=-1)
+    return torch.gather(logp, 2, input_ids[:, 1:, None]).squeeze(2)
+
+
+def entropy(logits: torch.Tensor, temperature: torch.Tensor | float | None = None) -> torch.Tensor:
+    """Entropy of each next-token distribution ``softmax(logits / T)``: [B, T, V] -> [B, T-1]."""
+    logp = F.log_softmax(tempered(logits[:, :-1], temperature), dim=-1)
     return -(logp.exp() * logp).sum(-1)
 
 
@@ -48,6 +73,44 @@ def shaped_rewards(score: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: to
     rewards = rewards.clone()
     rewards[torch.arange(len(score)), last] += score
     return rewards * response_mask, kl
+
+
+def sequence_rewards(score: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
+                     response_mask: torch.Tensor, kl_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The critic-free estimators' reward of each whole response: ``score - kl_coef * sum_t kl_t`` [B], with
+    ``kl_t = log π - log π_ref`` over the response tokens (the shaped rewards' penalty, summed); returns
+    ``(rewards, kl)``, kl [B, T-1] as ``shaped_rewards`` gives it."""
+    kl = (logprobs - ref_logprobs) * response_mask
+    return score - kl_coef * kl.sum(1), kl
+
+
+#: GRPO's ε in ``(r - mean) / (std + ε)``, TRL's value: a group whose rewards all tie gets advantages 0, not nan
+GRPO_EPS = 1e-4
+
+
+def group_advantages(rewards: torch.Tensor, groups: torch.Tensor, estimator: str) -> torch.Tensor:
+    """One advantage per response [N] from the sequence rewards [N] of the k >= 2 samples of each prompt
+    (``groups`` [N]: equal ids = samples of one prompt):
+
+    * ``rloo``: ``r_i - mean_{j != i} r_j``, the leave-one-out baseline;
+    * ``grpo``: ``(r_i - mean(r)) / (std(r) + 1e-4)`` with the *sample* standard deviation (divisor k - 1), as
+      ``torch.std`` and TRL's ``GRPOTrainer`` compute it.
+    """
+    if estimator not in ("rloo", "grpo"):
+        raise ValueError(f"unknown advantage estimator {estimator!r}: rloo or grpo")
+    _, group, counts = torch.unique(groups, return_inverse=True, return_counts=True)
+    if (counts < 2).any():
+        raise ValueError(f"{estimator}: every prompt needs at least 2 samples to compare, found groups of sizes "
+                         f"{sorted(set(counts.tolist()))} (--model.init_args.samples_per_prompt)")
+    rewards = rewards.float()
+    sums = torch.zeros(len(counts), device=rewards.device).index_add_(0, group, rewards)
+    k = counts.to(rewards.dtype)[group]
+    if estimator == "rloo":
+        return rewards - (sums[group] - rewards) / (k - 1)
+    mean = (sums / counts)[group]
+    squares = torch.zeros(len(counts), device=rewards.device).index_add_(0, group, (rewards - mean) ** 2)
+    std = torch.sqrt(squares / (counts - 1))[group]
+    return (rewards - mean) / (std + GRPO_EPS)
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor, gamma: float = 1.0,

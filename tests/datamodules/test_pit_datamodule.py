@@ -45,23 +45,33 @@ def test_hh_rlhf_folds_become_reward_model_and_sft_batches(tmp_path):
     assert [e.id for e in again.folds["rm"]] == [e.id for e in data.folds["rm"]]
 
 
-def test_the_rl_buffer_keeps_minibatch_members_across_ppo_passes(tmp_path):
+def test_the_rl_buffer_is_cut_into_new_minibatches_every_pass_each_row_once(tmp_path):
     data = PITDataModule(HHRLHF(source=hh_file(tmp_path / "hh.jsonl")), stage="rl", log_dir=str(tmp_path / "run"),
                          vocab_size=400, batch_size=4, ppo_epochs=3)
     data.setup("fit")
-    episodes = [Episode(id=f"e{i}", task="hh_rlhf", iteration=1, prompt=f"{H} q{i}?{A}",
+    # 5 prompts x 2 samples (a group each, by question_id), sampled at T = .7; row i's gap reward is i
+    episodes = [Episode(id=f"e{i // 2}/it1/s{i % 2}", task="hh_rlhf", iteration=1, prompt=f"{H} q{i}?{A}",
                         turns=(Turn("reference", " No.", "dataset"), Turn("response", f" Yes {i}.", "policy")),
-                        outcome="improved", scores={"gap_reward": float(i), "reference_gap": 0.0, "stopped": 1.0})
+                        outcome="improved", question_id=f"e{i // 2}",
+                        scores={"gap_reward": float(i), "reference_gap": 0.0, "stopped": 1.0, "temperature": 0.7})
                 for i in range(10)]
     write_shard(data.rollout_dir / "iter_001.jsonl", episodes)
     data.use_iteration(1)
     batches = list(data.train_dataloader())
     assert len(batches) == 3 * 3  # ceil(10 / 4) minibatches, three passes
-    members = {}
-    for b in batches:
-        key = int(b["index"])
-        members.setdefault(key, []).append(sorted(b["score"].tolist()))
-    assert all(len(v) == 3 and v[0] == v[1] == v[2] for v in members.values())
+    passes = [batches[3 * p : 3 * p + 3] for p in range(3)]
+    for p, minibatches in enumerate(passes):
+        rows = [r for b in minibatches for r in b["rows"].tolist()]
+        assert sorted(rows) == list(range(10))  # every row once per pass
+        assert all(int(b["ppo_pass"]) == p for b in minibatches)
+        for b in minibatches:  # a row's scalars travel with it
+            assert b["score"].tolist() == [float(r) for r in b["rows"].tolist()]
+            assert b["group"].tolist() == [r // 2 for r in b["rows"].tolist()]
+            assert torch.allclose(b["temperature"], torch.full((len(b["rows"]),), 0.7))
+    members = [{frozenset(b["rows"].tolist()) for b in minibatches} for minibatches in passes]
+    assert members[0] != members[1] and members[1] != members[2]  # reshuffled, not only reordered
+    again = list(data.train_dataloader())  # seeded by seed, epoch and pass: a resumed epoch sees the same
+    assert [b["rows"].tolist() for b in again] == [b["rows"].tolist() for b in batches]
     b = batches[0]
     mask = b["response_mask"]
     assert mask.shape == (b["input_ids"].shape[0], b["input_ids"].shape[1] - 1)
@@ -70,7 +80,6 @@ def test_the_rl_buffer_keeps_minibatch_members_across_ppo_passes(tmp_path):
     assert data.tokenizer.decode(predicted, skip_special_tokens=True).strip().startswith("Yes")
     assert predicted[-1].item() == data.tokenizer.eos_token_id
     assert pit_prompt(f"{H} q0?{A}", " No.").endswith("### Improved response:\n")
-    assert torch.equal(torch.tensor(sorted(s for v in members.values() for s in v[0])), torch.arange(10.0))
 
 
 def test_reward_model_rows_per_pair_are_wl_ww_ll_lw(tmp_path):
