@@ -1,13 +1,17 @@
-"""The PIT table runner: one pipeline per seed (reward model, SFT, original policy, RL arms with one budget), and a
-report whose numbers are the runs' own ``pit_eval.json`` numbers."""
+"""The PIT table runner: one pipeline per seed (two reward models, the original policy, SFT, RL arms with one
+budget), each seed's own data, init and rollout flags, the evaluation configured alike for every arm, an RL arm
+finished only once it exported (a killed one resumes), KL and advantage sweeps; and a report whose numbers are the
+runs' own ``pit_eval.json`` numbers."""
 
 import csv
 import json
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from experiments.pit_table import main, per_iteration, rl_flags, write_report
+from experiments import pit_table, runs
+from experiments.pit_table import Variant, export_done, main, num_rl_prompts, per_iteration, rl_flags, write_report
 
 
 def test_arms_differ_only_in_their_curriculum():
@@ -18,24 +22,156 @@ def test_arms_differ_only_in_their_curriculum():
         main(arms=["round3"])
     with pytest.raises(ValueError, match=r"stage_flags names \['ppo'\]; the stages are rm, sft, policy, rl"):
         main(stage_flags={"ppo": ["--model.init_args.lr=1e-6"]})
+    with pytest.raises(ValueError, match=r"advantages \['ppo'\]: choose from gae, rloo, grpo"):
+        main(advantages=["ppo"])
+    with pytest.raises(ValueError, match="samples_per_prompt=1: rloo and grpo compare answers"):
+        main(advantages=["grpo"], samples_per_prompt=1)
 
 
-def test_report_gives_gain_and_win_rates_per_iteration(tmp_path):
-    def run(score1, win1):
-        return {"exact_score": [0.4, score1, score1 + 0.1], "exact_win_rate": [0.0, win1, win1],
-                "rm_win_rate": [0.0, win1, win1 + 0.1]}
+# ---- the pipeline through a fake cli.py: experiments.runs' real reuse / resume / settings logic -----------------
 
-    assert per_iteration(run(0.5, 0.2))["exact_gain"] == pytest.approx([0.0, 0.1, 0.2])
-    results = {0: {"sft_only": run(0.5, 0.2), "both_rounds": run(0.6, 0.4)},
-               1: {"sft_only": run(0.7, 0.4), "both_rounds": run(0.8, 0.6)}}
-    write_report(tmp_path, results, ["sft_only", "both_rounds"], "2 RL epochs")
+def metrics(y0_gain):
+    """A pit_eval.json as the evaluation writes it (y_0 from the original policy, both tables)."""
+    table = {"exact_score": [0.4, 0.4 + y0_gain, 0.4], "exact_win_rate": [0, 0.5, 0.25],
+             "exact_lose_rate": [0, 0.25, 0.25], "exact_delta": [0, 0.25, 0], "independent_rm_win_rate": [0, 0.6, 0.5],
+             "rm_win_rate": [0, 0.9, 0.9]}
+    return {"y0": "original_policy", "epoch": 1, **table, **{f"dataset/{k}": v for k, v in table.items()}}
+
+
+@pytest.fixture
+def fake_cli(monkeypatch):
+    """``cli.py`` replaced by a stand-in that writes what a finished run leaves (its export; the evaluated runs'
+    pit_eval.json); returns ``{run folder name: [(args, command)]}`` of every run actually started."""
+    started = {}
+
+    def run_command(run_dir, args, done, threads=None):
+        def process(command, **kwargs):
+            started.setdefault(run_dir.name, []).append((args, command))
+            done.parent.mkdir(parents=True, exist_ok=True)
+            done.write_text("{}")
+            if run_dir.name not in ("rm", "rm_eval", "policy"):
+                (run_dir / "pit_eval.json").write_text(json.dumps(metrics(0.1)))
+            return SimpleNamespace(returncode=0)
+
+        monkeypatch.setattr(runs.subprocess, "run", process)
+        runs.run_command(run_dir, args, done, threads)
+
+    monkeypatch.setattr(pit_table, "run_command", run_command)
+    return started
+
+
+def flag(args, name):
+    """The value of the last ``name=value`` flag in ``args`` (None without one)."""
+    values = [a.split("=", 1)[1] for a in args if a.startswith(name + "=")]
+    return values[-1] if values else None
+
+
+def test_each_seed_changes_data_init_and_rollouts_and_every_arm_is_evaluated_alike(tmp_path, fake_cli):
+    main(out_dir=str(tmp_path), seeds=[0, 1], arms=["sft_only", "both_rounds"], max_new_tokens=24, monitor_prompts=7)
+    assert set(fake_cli) == {"rm", "rm_eval", "policy", "sft", "both_rounds"}
+    for seed in (0, 1):
+        root = tmp_path / "runs" / f"seed{seed}"
+        args = {name: next(a for a, c in calls if f"seed{seed}" in str(c) or f"seed{seed}" in " ".join(a))
+                for name, calls in fake_cli.items()}
+        for name in ("rm", "policy", "sft", "both_rounds"):
+            assert flag(args[name], "--seed_everything") == str(seed)
+            assert flag(args[name], "--data.init_args.preferences.init_args.seed") == str(seed)  # data draw
+            assert flag(args[name], "--data.init_args.seed") == str(seed)  # folds
+        assert flag(args["both_rounds"], "--trainer.callbacks.seed") == str(seed)  # rollout sampling
+        assert flag(args["sft"], "--trainer.callbacks.seed") is None  # the SFT config's last callback is the eval
+        # the independent reward model: another data draw, its own folds and tokenizer
+        assert flag(args["rm_eval"], "--data.init_args.preferences.init_args.seed") == str(seed + 1000)
+        assert flag(args["rm_eval"], "--data.init_args.log_dir") == str(root / "rm_eval")
+        # one generation length for every evaluated policy, none for the reward models (no such argument)
+        assert [flag(args[n], "--model.init_args.max_new_tokens") for n in ("policy", "sft", "both_rounds", "rm")] == [
+            "24", "24", "24", None]
+        configs = {n: yaml.safe_load((root / "configs" / f"{n}.yaml").read_text()) for n in ("sft", "rl")}
+        for name, config in configs.items():
+            [evaluation] = [c["init_args"] for c in config["trainer"]["callbacks"]
+                            if c["class_path"].endswith("IterativeImprovementEval")]
+            assert evaluation["y0_path"] == str(root / "y0.jsonl")  # one y_0 file per seed, for every arm
+            assert evaluation["original_policy"] == str(root / "policy" / "hf_model")
+            assert evaluation["independent_judge"]["init_args"]["path"] == str(root / "rm_eval" / "reward_model")
+            assert (evaluation["iterations"], evaluation["num_prompts"], evaluation["monitor_prompts"]) == (3, 200, 7)
+            assert evaluation["every_epoch"] == (name == "rl")
+        rl_callbacks = [c["class_path"].rsplit(".", 1)[1] for c in configs["rl"]["trainer"]["callbacks"]]
+        assert rl_callbacks == ["IterativeImprovementEval", "ModelCheckpoint", "OnlineRollouts"]  # rollouts stay last
+        assert configs["rl"]["trainer"]["callbacks"][1]["init_args"]["save_last"] == "link"
     md = (tmp_path / "pit_table.md").read_text()
-    assert "| RL both rounds | 0.300 ± 0.141 | 0.400 ± 0.141 |" in md  # exact gain i=1, i=2 over seeds 0.2 / 0.4
-    rows = list(csv.DictReader(open(tmp_path / "pit_table.csv")))
-    rm = next(r for r in rows if r["arm"] == "SFT only" and r["metric"] == "rm_win_rate" and r["iteration"] == "2")
-    assert (rm["mean"], rm["values"]) == ("0.4000", "0.3000 0.5000")
+    assert "## y_0 = samples of the original policy" in md and "## y_0 = the dataset's rejected responses" in md
+
+
+def test_an_rl_arm_is_finished_only_with_its_export_and_a_killed_one_resumes(tmp_path, fake_cli):
+    config = {"out_dir": str(tmp_path), "seeds": [0], "arms": ["sft_only", "round1_only", "both_rounds"]}
+    main(**config)
+    root = tmp_path / "runs" / "seed0"
+    assert all(len(calls) == 1 for calls in fake_cli.values())
+    # both_rounds was killed after an epoch: its pit_eval.json (that epoch's numbers) and last.ckpt, no export
+    export_done(root / "both_rounds").unlink(missing_ok=True)
+    assert (root / "both_rounds" / "pit_eval.json").is_file()
+    (root / "both_rounds" / "checkpoints").mkdir()
+    (root / "both_rounds" / "checkpoints" / "last.ckpt").write_text("weights")
+    main(**config)
+    assert [len(calls) for calls in fake_cli.values()] == [1, 1, 1, 1, 1, 2]
+    (args, command), (resumed_args, resumed) = fake_cli["both_rounds"]
+    assert resumed_args == args  # the same settings: experiments.runs accepts the resume
+    assert resumed == [*command, "--ckpt_path=last"]
+    assert "--ckpt_path=last" not in args  # the settings never hold the resume flag
+    assert export_done(root / "both_rounds") == root / "both_rounds" / "hf_model" / "tokenizer_config.json"
+
+
+def test_kl_and_advantage_sweeps_add_labelled_arms_with_one_sample_budget(tmp_path, fake_cli):
+    main(out_dir=str(tmp_path), seeds=[0], arms=["both_rounds"], kl_coefs=[0.05, 0.2], advantages=["gae", "rloo"],
+         samples_per_prompt=4, flags=["--data.init_args.num_rl_prompts=12"])
+    arms = sorted(n for n in fake_cli if n.startswith("both_rounds"))
+    assert arms == ["both_rounds-kl0.05-gae", "both_rounds-kl0.05-rloo", "both_rounds-kl0.2-gae",
+                    "both_rounds-kl0.2-rloo"]
+    args = {name: fake_cli[name][0][0] for name in arms}
+    assert flag(args["both_rounds-kl0.2-gae"], "--model.init_args.kl_coef") == "0.2"
+    assert flag(args["both_rounds-kl0.2-gae"], "--model.init_args.advantage") == "gae"
+    assert flag(args["both_rounds-kl0.2-gae"], "--model.init_args.samples_per_prompt") is None
+    assert flag(args["both_rounds-kl0.2-gae"], "--data.init_args.num_rl_prompts") == "12"  # PPO: 12 answers
+    rloo = args["both_rounds-kl0.05-rloo"]
+    assert flag(rloo, "--model.init_args.advantage") == "rloo" and flag(rloo, "--model.init_args.kl_coef") == "0.05"
+    assert flag(rloo, "--model.init_args.samples_per_prompt") == "4"
+    assert flag(rloo, "--data.init_args.num_rl_prompts") == "3"  # 3 prompts x 4 answers = PPO's 12
+    assert flag(rloo, "--trainer.logger.init_args.version") == "both_rounds-kl0.05-rloo"
+    md = (tmp_path / "pit_table.md").read_text()
+    assert "| RL both rounds (β=0.05, RLOO k=4) | 1 |" in md and "| RL both rounds (β=0.2, GAE) | 1 |" in md
+    assert Variant().suffix == "" and Variant().flags(None, 4) == []  # the config's own settings: no flags
+    with pytest.raises(ValueError, match="needs --data.init_args.num_rl_prompts divisible by it \\(got 10\\)"):
+        Variant(advantage="grpo").flags(10, 4)
+    assert num_rl_prompts([]) == 512 and num_rl_prompts(["--data.init_args.num_rl_prompts", "64"]) == 64
+
+
+def test_report_gives_both_tables_per_iteration(tmp_path):
+    def run(gain1, delta1, independent1):
+        table = {"exact_score": [0.4, 0.4 + gain1, 0.5], "exact_win_rate": [0, 0.5, 0.5],
+                 "exact_lose_rate": [0, 0.5 - delta1, 0.5], "exact_delta": [0, delta1, 0],
+                 "independent_rm_win_rate": [0, independent1, 0.5], "rm_win_rate": [0, 0.9, 0.95]}
+        return {"y0": "original_policy", **table, **{f"dataset/{k}": [v * 2 for v in vs] for k, vs in table.items()}}
+
+    assert per_iteration(run(0.1, 0.2, 0.3))["exact_gain"] == pytest.approx([0.0, 0.1, 0.1])
+    old = {"exact_score": [0.3, 0.5], "exact_win_rate": [0, 0.6], "exact_lose_rate": [0, 0.2]}  # before Δ existed
+    assert per_iteration(old)["exact_delta"] == pytest.approx([0, 0.4])
+    results = {0: {"sft": run(0.1, 0.2, 0.3), "both_rounds": run(0.2, 0.1, 0.6)},
+               1: {"sft": run(0.3, 0.4, 0.5), "both_rounds": run(0.4, 0.3, 0.8)}}
+    table = write_report(tmp_path, results, [("sft", "SFT only"), ("both_rounds", "RL both rounds")], "2 RL epochs")
+    md = (tmp_path / "pit_table.md").read_text()
+    headline, second = md.split("## y_0 = samples of the original policy")[1].split("## y_0 = the dataset's")
+    # i=1 over seeds: gain .2 / .4, win .5 / .5, lose .4 / .2, Δ .1 / .3, independent RM .6 / .8
+    assert "| RL both rounds | 1 | 0.300 ± 0.141 | 0.500 ± 0.000 | 0.300 ± 0.141 | 0.200 ± 0.141 | 0.700 ± 0.141 |" in headline
+    assert "| SFT only | 1 | 0.200 ± 0.141 |" in headline and "|  | 2 | 0.100 ± 0.000 |" in headline
+    # the dataset table: every value doubled, so the gain from y_0 = .8 is (.8 + 2 * gain) - .8
+    assert "| RL both rounds | 1 | 0.600 ± 0.283 | 1.000 ± 0.000 |" in second
+    assert "0.9" not in md.split("in the CSV only")[1]  # the trained-against RM's win rate is not in the tables
+    rows = list(csv.DictReader((tmp_path / "pit_table.csv").read_text().splitlines()))
+    trained = next(r for r in rows if r["table"] == "original_policy" and r["arm"] == "SFT only"
+                   and r["metric"] == "rm_win_rate" and r["iteration"] == "2")
+    assert (trained["mean"], trained["values"]) == ("0.9500", "0.9500 0.9500")
+    assert table["original_policy / both_rounds / exact_delta / 1"] == pytest.approx([0.1, 0.3])
     svg = (tmp_path / "pit_table.svg").read_text()
-    assert svg.count("<polyline") == 2 and "RL both rounds 1: 0.500 ± 0.141" in svg
+    assert svg.count("<polyline") == 2 and "RL both rounds 1: 0.200 ± 0.141" in svg  # Δ, the headline's
 
 
 @pytest.mark.slow
@@ -45,12 +181,15 @@ def test_runner_runs_the_pipeline_once_and_each_arm(tmp_path, capsys):
               "--model.init_args.tiny.hidden_size=32", "--model.init_args.tiny.num_layers=1",
               "--model.init_args.tiny.num_heads=2", "--model.init_args.tiny.intermediate_size=64"]
     config = {"out_dir": str(tmp_path / "out"), "seeds": [0], "arms": ["sft_only", "round2_only", "both_rounds"],
-              "rl_epochs": 2, "round1_epochs": 1, "flags": shrink,
+              "rl_epochs": 2, "round1_epochs": 1, "flags": shrink, "monitor_prompts": 1, "max_new_tokens": 16,
               "stage_flags": {"rl": ["--model.init_args.lr=5e-5"], "policy": ["--model.init_args.lr=1e-3"]}}
     table = main(**config)
     root = tmp_path / "out" / "runs" / "seed0"
     both = json.loads((root / "both_rounds" / "pit_eval.json").read_text())
-    assert table["both_rounds / rm_win_rate / 1"] == [both["rm_win_rate"][1]]
+    assert both["y0"] == "original_policy"
+    assert table["original_policy / both_rounds / exact_delta / 1"] == [both["exact_delta"][1]]
+    assert (root / "y0.jsonl").is_file() and (root / "rm_eval" / "reward_model" / "config.json").is_file()
+    assert (root / "both_rounds" / "checkpoints" / "last.ckpt").exists()
     assert (root / "round2_only" / "rollouts" / "references_round2.jsonl").is_file()
     first = (root / "round2_only" / "rollouts" / "iter_001.jsonl").read_text().splitlines()
     assert all(json.loads(line)["turns"][0]["by"] == "original_policy" for line in first)  # round 2 from the start
@@ -60,7 +199,7 @@ def test_runner_runs_the_pipeline_once_and_each_arm(tmp_path, capsys):
     assert yaml.safe_load((root / "round2_only" / "hparams.yaml").read_text())["lr"] == 5e-5
     capsys.readouterr()
     main(**config)
-    assert capsys.readouterr().out.count("reusing") == 5  # rm, sft, policy and both RL arms
+    assert capsys.readouterr().out.count("reusing") == 6  # rm, rm_eval, policy, sft and both RL arms
 
 
 @pytest.mark.parametrize("preset", ["experiments/tripost_cpu.yaml", "experiments/tripost_gpu.yaml", "experiments/pit_cpu.yaml",
