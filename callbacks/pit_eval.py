@@ -42,6 +42,7 @@ from callbacks.evaluation import save_run_json
 from datamodules.interaction_log import Episode, Turn, read_shard, write_shard
 from datamodules.pit import pair_of, policy_prompt
 from feedback.base import Judge
+from modules.distributed import is_sharded
 
 #: table labels of the per-iteration metrics, in table order
 LABELS = {"exact_score": "exact score", "exact_win_rate": "win (exact)", "exact_lose_rate": "lose (exact)",
@@ -117,6 +118,11 @@ class IterativeImprovementEval(Callback):
     # ---- hooks ---------------------------------------------------------------------------------------------------
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.early_stop_patience is not None and is_sharded(trainer):
+            # the best epoch's weights are kept per rank, but a checkpoint holds rank 0's callback state only: a
+            # resumed sharded run would restore rank 0's shards on every rank
+            raise ValueError("early_stop_patience keeps the best epoch's weights per process, which sharded strategies "
+                             "(FSDP) cannot resume: unset it, or train with DDP or one device")
         # a run killed after early stopping decided (its last checkpoint saved) but before it exported: still stopped
         if self.early_stop_patience is not None and self.wait >= self.early_stop_patience:
             trainer.should_stop = True

@@ -15,7 +15,9 @@ log-probs), all of ``softmax(logits / T)`` at the rollout temperature T, the dis
 * ``gae`` (PPO): rewards are KL-shaped per token (``kl_coef``) with the gap reward at the last token; advantages
   come from GAE and are whitened over the buffer. Critic: a linear value head on the policy's last hidden state,
   trained with a clipped value loss.
-* ``rloo`` / ``grpo`` (critic-free, as TRL's ``RLOOTrainer`` / ``GRPOTrainer``): each prompt is sampled
+* ``rloo`` / ``grpo`` (critic-free, the advantages of TRL's ``RLOOTrainer`` / ``GRPOTrainer``; unlike TRL's GRPO,
+  whose KL is a loss term, the KL penalty here is in the reward, so GRPO's division by the group's std scales it
+  too and ``kl_coef`` means a different strength for each estimator): each prompt is sampled
   ``samples_per_prompt`` = k times; a response's sequence reward is its gap reward minus ``kl_coef`` times its
   summed per-token KL (the same penalty); its advantage compares it with its prompt's other samples
   (``modules.ppo.group_advantages``) and is broadcast over its tokens. No value head, no value loss.

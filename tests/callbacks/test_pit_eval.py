@@ -278,3 +278,14 @@ def test_early_stopping_settings_are_checked():
         IterativeImprovementEval(early_stop_patience=0, monitor_prompts=5)
     with pytest.raises(ValueError, match="monitor_prompts=4 leaves none of the 4 held-out pairs"):
         IterativeImprovementEval(monitor_prompts=4).held_out(HeldOut())
+
+
+def test_early_stopping_is_refused_under_sharded_strategies():
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    callback = IterativeImprovementEval(iterations=1, num_prompts=2, monitor_prompts=2, early_stop_patience=1)
+    sharded = SimpleNamespace(strategy=ModelParallelStrategy.__new__(ModelParallelStrategy))  # no process group needed
+    with pytest.raises(ValueError, match="early_stop_patience keeps the best epoch's weights per process"):
+        callback.on_train_start(sharded, None)
