@@ -206,7 +206,7 @@ def test_the_rl_step_shapes_rewards_with_kl_and_whitens_over_the_whole_buffer(tm
     prompt_ids = tok.encode("Q: (1 + 2) =\n", add_special_tokens=True)
     a_id, b_id, eos = tok.convert_tokens_to_ids("1"), tok.convert_tokens_to_ids("2"), tok.eos_token_id
     # the policy has drifted from its SFT reference: π = (A .5, B .25, EOS .25), π_ref = 1/3 each
-    reference = fixed_distribution_llama(tmp_path / "sft", tok, {a_id: 0.25, b_id: 0.25, eos: 0.5})
+    reference = fixed_distribution_llama(tmp_path / "sft", tok, {a_id: 1 / 3, b_id: 1 / 3, eos: 1 / 3})
     policy = PITPolicy(stage="rl", model=str(tmp_path / "sft"), lr=1e-3, kl_coef=0.5, gamma=1.0, lam=0.5,
                        round1_epochs=1, export_dir=str(tmp_path / "out"))
     policy.model = fixed_distribution_llama(tmp_path / "drifted", tok, {a_id: 0.5, b_id: 0.25, eos: 0.25})
@@ -276,7 +276,8 @@ def test_one_rloo_epoch_moves_the_policy_toward_the_rewarded_answer_without_a_cr
     down = next_token_logprob(policy.model, prompt_ids, b_id) - next_token_logprob(before, prompt_ids, b_id)
     assert up > 0.1 and down < -0.1, (up, down)
     assert policy.value_head is None and not any(name.startswith("value_head") for name, _ in policy.named_parameters())
-    # RLOO; the KL term is 0 as the policy equals its reference when the buffer is scored: A: 1 - mean(-1, 1, -1) = 4/3, B: -1 - mean(1, -1, 1) = -4/3, on both response tokens
+    # RLOO; the KL term is 0 (the policy equals its reference when the buffer is scored):
+    # A: 1 - mean(-1, 1, -1) = 4/3, B: -1 - mean(1, -1, 1) = -4/3, on both response tokens
     for row, cached in policy._buffer.items():
         sign = 1 if row % 2 == 0 else -1
         assert torch.allclose(cached["advantages"][-2:], torch.tensor([sign * 4 / 3] * 2)), (row, cached)
@@ -293,7 +294,7 @@ def test_critic_free_advantages_subtract_the_summed_kl_from_the_gap_reward(advan
     prompt_ids = tok.encode("Q: (1 + 2) =\n", add_special_tokens=True)
     a_id, b_id, eos = tok.convert_tokens_to_ids("1"), tok.convert_tokens_to_ids("2"), tok.eos_token_id
     # π = (A .5, B .25, EOS .25), π_ref = 1/3 each (as in the GAE test above); β = .5
-    reference = fixed_distribution_llama(tmp_path / "sft", tok, {a_id: 0.25, b_id: 0.25, eos: 0.5})
+    reference = fixed_distribution_llama(tmp_path / "sft", tok, {a_id: 1 / 3, b_id: 1 / 3, eos: 1 / 3})
     policy = PITPolicy(stage="rl", model=str(tmp_path / "sft"), lr=1e-3, kl_coef=0.5, round1_epochs=1,
                        advantage=advantage, samples_per_prompt=3, export_dir=str(tmp_path / "out"))
     policy.model = fixed_distribution_llama(tmp_path / "drifted", tok, {a_id: 0.5, b_id: 0.25, eos: 0.25})
