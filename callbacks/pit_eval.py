@@ -311,7 +311,7 @@ class IterativeImprovementEval(Callback):
         self.monitored.append((epoch, score))
         if self.best is None or score > self.best["score"]:
             # trainable weights only (LoRA: the adapters and value head; frozen ones never change), kept on the CPU
-            weights = {name: _local(p).detach().to("cpu", copy=True) for name, p in pl_module.named_parameters()
+            weights = {name: p.detach().to("cpu", copy=True) for name, p in pl_module.named_parameters()
                        if p.requires_grad}
             self.best = {"epoch": epoch, "score": score, "metrics": dict(self.last), "usage": dict(self.usage),
                          "weights": weights}
@@ -334,7 +334,7 @@ class IterativeImprovementEval(Callback):
             params = dict(pl_module.named_parameters())
             with torch.no_grad():
                 for name, saved in best["weights"].items():
-                    _local(params[name]).copy_(saved)
+                    params[name].copy_(saved)
         self.last, self.usage = best["metrics"], best["usage"]
         history = [[e, s] for e, s in self.monitored]
         self._save(trainer, best["epoch"], early_stop={"kept_epoch": best["epoch"], "last_epoch": last_epoch,
@@ -363,7 +363,3 @@ class IterativeImprovementEval(Callback):
             text.append("judge usage: " + ", ".join(f"{k} {v:g}" for k, v in self.usage.items()))
         return "\n\n".join(text)
 
-
-def _local(tensor: torch.Tensor) -> torch.Tensor:
-    """A parameter's own data on this rank (a DTensor's local shard under FSDP2): what each rank saves and restores."""
-    return tensor.to_local() if hasattr(tensor, "to_local") else tensor

@@ -377,7 +377,7 @@ class PITPolicy(LightningModule):
         # every minibatch of every pass, the same list on every rank (a distributed sampler shares out the batches,
         # not the rows): each rank scores the whole buffer in the same order, so sharded forwards stay in lock-step
         # and group advantages and whitening see every row
-        batches = loader.dataset if isinstance(getattr(loader, "dataset", None), list) else loader
+        batches = loader.dataset  # the DataModule's list of minibatches (datamodules.pit.ppo_minibatches)
         # as training_step runs: under the precision's autocast (else bf16-mixed ratios start off 1) and, under
         # FSDP1, with the root's parameters gathered (these forwards bypass the wrapped root's forward)
         with torch.no_grad(), generation_context(self.trainer):
