@@ -356,12 +356,11 @@ def test_a_learning_rate_that_blows_up_stops_with_the_non_finite_error_not_insid
     # the reproduction (lr=1e4 without clipping on the default config: the loss goes nan at step 21; before,
     # it stayed nan for the whole epoch and the rollouts then died in torch.multinomial), shrunk: no warm-up of the
     # rate. Here the last warm-up step's update overflows with a finite loss, so the rollouts refuse to sample.
-    with pytest.raises(NonFiniteError, match=r"(non-finite training loss|refusing to generate with the policy).*"
+    with pytest.raises(NonFiniteError, match=r"refusing to generate with the policy: .*weight tensors are not finite.*"
                                              r"gradient clipping: off\. Try a lower --model.init_args.lr"):
         main(tiny_args(tmp_path / "run", 3, "--model.init_args.lr=1e6", "--model.init_args.warmup_ratio=0",
                        "--trainer.gradient_clip_val=null"))
-    for checkpoint in (tmp_path / "run").rglob("*.ckpt"):
-        assert _all_finite(checkpoint), checkpoint
+    assert not list((tmp_path / "run").rglob("*.ckpt"))  # the rollouts come before the epoch's checkpoint
 
 
 def test_an_iteration_whose_shard_gives_too_few_examples_is_refused_with_the_counts(tmp_path):
