@@ -43,14 +43,12 @@ def check_losses(module: LightningModule, where: str, batch_idx: int, *, peak: t
     """Raise if any of the named training losses is NaN or infinite (call it before returning the loss).
     ``peak``: the flag and value of the stage's peak learning rate (default ``--model.init_args.lr``)."""
     values = torch.stack([loss.detach().float().reshape(()) for loss in losses.values()])
-    bad = not bool(torch.isfinite(values).all())
+    bad = not bool(torch.isfinite(values).all())  # the step's one device sync; the message is built only on failure
+    if not (bad if module._trainer is None else _decided_by_any_rank(module, bad)):  # no trainer: a step by hand
+        return
     named = ", ".join(f"{name} = {value:.4g}" for name, value in zip(losses, values.tolist()))
-    if module._trainer is None:  # a step called by hand (tests, notebooks)
-        if bad:
-            raise NonFiniteError(f"{where}: non-finite training loss: {named}")
-        return
-    if not _decided_by_any_rank(module, bad):
-        return
+    if module._trainer is None:
+        raise NonFiniteError(f"{where}: non-finite training loss: {named}")
     trainer = module.trainer
     if trainer.world_size > 1:
         named += " on this rank" if bad else " here, but non-finite on another rank"
