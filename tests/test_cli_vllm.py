@@ -7,6 +7,7 @@ import logging
 import re
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cli import main
 from datamodules.interaction_log import list_shards, read_shard
@@ -24,15 +25,21 @@ def loaded_steps(log: str) -> list[int]:
     return [int(step) for step in re.findall(r"vLLM engine: loaded the policy's weights at step (\d+)", log)]
 
 
-def test_greedy_evaluation_through_vllm_equals_transformers_on_the_same_weights(tmp_path):
+def test_greedy_evaluation_through_vllm_equals_transformers_on_the_same_weights(tmp_path, caplog):
     """One warm-up epoch (no rollouts): its greedy evaluation table is the same with either engine."""
-    tables = {}
+    tables, samples = {}, {}
     for engine in ("hf", "vllm"):
         run = tmp_path / engine
-        main(tiny_args(run, 1, *HEAD_32, f"--model.init_args.generation.engine={engine}",
-                       "--model.init_args.generation.enforce_eager=true"))
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            main(tiny_args(run, 1, *HEAD_32, f"--model.init_args.generation.engine={engine}",
+                           "--model.init_args.generation.enforce_eager=true"))
+        assert loaded_steps(caplog.text) == ([3] if engine == "vllm" else [])  # vLLM sampled the evaluation
         tables[engine] = json.loads((run / "eval_table.json").read_text())
+        events = EventAccumulator(str(run)).Reload()
+        samples[engine] = [b"".join(e.tensor_proto.string_val) for e in events.Tensors("eval/samples/text_summary")]
     assert tables["vllm"] == tables["hf"]
+    assert samples["vllm"] == samples["hf"] and len(samples["hf"][0]) > 200  # the sampled texts themselves
 
 
 def test_a_tripost_iteration_rolls_out_and_evaluates_through_vllm(tmp_path, caplog):
