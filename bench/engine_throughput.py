@@ -45,6 +45,7 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from modules.distributed import policy_weights
     from modules.vllm_engine import VLLMEngine
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -65,7 +66,7 @@ def main() -> None:
     engine = VLLMEngine(module)
     started = time.perf_counter() - start
     start = time.perf_counter()
-    engine.sync_weights(module)
+    engine.sync_weights(module, lambda: policy_weights(module))
     loaded = time.perf_counter() - start
 
     def hf(temperature):

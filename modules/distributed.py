@@ -1,7 +1,7 @@
 """How the TriPosT and PIT modules run under Lightning's strategies: FSDP2 sharding, generation, full-state export.
 
 Training needs nothing from us under ``ddp`` and ``fsdp`` (FSDP1: Lightning wraps the module; the wrap and
-activation-checkpointing policies are strategy flags). Three things do:
+activation-checkpointing policies are strategy flags). Four things do:
 
 - FSDP2 (``ModelParallelStrategy``) shards whatever ``configure_model`` shards: :func:`shard_fsdp2` puts every
   decoder layer (the model's ``_no_split_modules`` classes) and then the whole model in its own ``fully_shard`` unit.
@@ -29,7 +29,7 @@ from transformers import PreTrainedModel
 
 from modules.finite import check_weights_before_sampling
 from modules.generation import Completion, generate
-from modules.pretrained import unwrapped
+from modules.pretrained import merged_state_dict, unwrapped
 
 
 def is_sharded(trainer: Trainer | None) -> bool:
@@ -126,11 +126,12 @@ def generate_in_fit(module: LightningModule, prompts: Sequence[Sequence[int]], t
     policy = model is None  # another model (PIT's original policy) is a plain copy on every rank: no lock-step
     check_weights_before_sampling(module, module.model if policy else model, "the policy" if policy else "this model")
     if policy and module.generation.engine == "vllm":
-        from modules.vllm_engine import VLLMEngine
+        from modules.vllm_engine import start_engine
 
         if module.vllm_engine is None:
-            module.vllm_engine = VLLMEngine(module)
-        module.vllm_engine.sync_weights(module)
+            module.vllm_engine = start_engine(module)
+        module.vllm_engine.sync_weights(module, lambda: policy_weights(module), check=not is_sharded(trainer))
+        module.vllm_engine.check_prompts(prompts)
         completions = across_ranks(prompts, lambda mine: module.vllm_engine.generate(
             mine, eos_token_id=tok.eos_token_id, max_new_tokens=module.hparams.max_new_tokens, temperature=temperature))
     else:
@@ -142,6 +143,18 @@ def generate_in_fit(module: LightningModule, prompts: Sequence[Sequence[int]], t
                 progress=progress)
     module.generated_tokens += sum(len(c.tokens) + c.stopped for c in completions)
     return completions
+
+
+def policy_weights(module: LightningModule) -> dict[str, torch.Tensor]:
+    """``module.model``'s full Hugging Face state dict on this rank, LoRA adapters merged, for a vLLM engine per
+    rank: under FSDP gathered from every rank's shards onto each (a collective)."""
+    trainer, model = module._trainer, module.model
+    if is_sharded(trainer):
+        state = gathered_state_dict(trainer.strategy.model, every_rank=True)
+        state = {name[len("model."):]: t for name, t in state.items() if name.startswith("model.")}
+    else:
+        state = model.state_dict()
+    return merged_state_dict(model, state) if unwrapped(model) is not model else state
 
 
 def full_state_dict(trainer: Trainer | None, model: torch.nn.Module, prefix: str = "model.") -> dict[str, torch.Tensor]:

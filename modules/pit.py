@@ -222,6 +222,11 @@ class PITPolicy(LightningModule):
         if self._frozen:
             self._frozen["reference"].to(self.device)
 
+    def teardown(self, stage: str) -> None:
+        if self.vllm_engine is not None:  # its GPU memory goes back; a later generation starts a new one
+            self.vllm_engine.close()
+            self.vllm_engine = None
+
     def on_fit_end(self) -> None:
         export_at_fit_end(self.trainer, self.model, self.tokenizer, self.hparams.export_dir, "hf_model")
 

@@ -214,6 +214,11 @@ class TriPosTModule(LightningModule):
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         shard_fsdp2(self, [self.model], cpu_offload=self.hparams.cpu_offload)
 
+    def teardown(self, stage: str) -> None:
+        if self.vllm_engine is not None:  # its GPU memory goes back; a later generation starts a new one
+            self.vllm_engine.close()
+            self.vllm_engine = None
+
     def on_fit_end(self) -> None:
         export_at_fit_end(self.trainer, self.model, self.tokenizer, self.hparams.export_dir, "hf_model")
 

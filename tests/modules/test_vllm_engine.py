@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from modules.distributed import policy_weights
 from modules.generation import Generation, generate
 from modules.vllm_engine import VLLMEngine
 
@@ -34,6 +35,10 @@ def module_of(model, step: int = 0, **settings) -> SimpleNamespace:
                            trainer=trainer, device=torch.device("cpu"))
 
 
+def sync(engine, module) -> bool:
+    return engine.sync_weights(module, lambda: policy_weights(module))
+
+
 def agreement(engine, model, prompts, max_new_tokens=32):
     """(fraction of prompts whose greedy completion is the same token for token, the differing prompts)."""
     ours = engine.generate(prompts, eos_token_id=EOS, max_new_tokens=max_new_tokens)
@@ -42,12 +47,28 @@ def agreement(engine, model, prompts, max_new_tokens=32):
     return 1 - len(differ) / len(prompts), differ
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(autouse=True)
+def one_engine_at_a_time(monkeypatch):
+    """Every engine a test starts is shut down at its end: one vLLM engine lives in a process at a time."""
+    started = []
+    init = VLLMEngine.__init__
+
+    def recording(self, module):
+        init(self, module)
+        started.append(self)
+
+    monkeypatch.setattr(VLLMEngine, "__init__", recording)
+    yield
+    for engine in started:
+        engine.close()
+
+
+@pytest.fixture
 def tiny_engine():
     model = tiny_llama()
     module = module_of(model)
     engine = VLLMEngine(module)
-    assert engine.sync_weights(module)
+    assert sync(engine, module)
     return engine, module
 
 
@@ -60,16 +81,36 @@ def test_greedy_tokens_equal_generates_on_the_tiny_model(tiny_engine, ma_task, m
     assert share >= 0.95, differ
 
 
-def test_the_completions_have_generates_shape_eos_stripped_and_stopped_flags(tiny_engine):
-    engine, _ = tiny_engine
-    prompts = [[1, 5, 9, 11], [1, 3], [1, 8, 8, 8, 8, 8]]
-    ours = engine.generate(prompts, eos_token_id=EOS, max_new_tokens=6)
-    for completion in ours:
-        assert EOS not in completion.tokens
-        assert completion.stopped or len(completion.tokens) == 6
+def test_stopped_completions_lose_their_eos_and_cut_off_ones_keep_the_budget():
+    """A model that often ends early: the head's EOS row points along the mean final hidden state (scaled so that
+    8 of these 20 greedy completions stop, computed with ``generate``), so both kinds are compared."""
+    model = tiny_llama(seed=4, tied=False)
+    prompts = [[1] + torch.randint(3, 400, (n,), generator=torch.Generator().manual_seed(n)).tolist()
+               for n in range(2, 22)]
+    with torch.no_grad():
+        hidden = torch.cat([model(torch.tensor([p]), output_hidden_states=True).hidden_states[-1][0] for p in prompts])
+        model.lm_head.weight[EOS] = 0.07 * hidden.mean(0) / hidden.mean(0).norm()
+    theirs = generate(model, prompts, eos_token_id=EOS, pad_token_id=PAD, max_new_tokens=12)
+    assert 0 < sum(c.stopped for c in theirs) < len(prompts)  # both kinds, or the test would test nothing
+    module = module_of(model)
+    engine = VLLMEngine(module)
+    sync(engine, module)
+    ours = engine.generate(prompts, eos_token_id=EOS, max_new_tokens=12)
+    assert ours == theirs
+    assert all(EOS not in c.tokens and (c.stopped or len(c.tokens) == 12) for c in ours)
     assert engine.generate([], eos_token_id=EOS, max_new_tokens=6) == []
     with pytest.raises(ValueError, match=r"a prompt needs 1 to 511 tokens .*generation.max_model_len.*engine=hf"):
         engine.generate([[1, 2], [5] * 600], eos_token_id=EOS, max_new_tokens=6)
+
+
+def test_weights_vllm_did_not_take_are_caught_at_the_first_load():
+    model = tiny_llama(seed=5)
+    module = module_of(model)
+    engine = VLLMEngine(module)
+    state = model.state_dict()
+    partial = {name: t for name, t in state.items() if ".layers.2." not in name}  # a layer left at dummy weights
+    with pytest.raises(RuntimeError, match=r"log-probs differ from the policy's by .*did not take every weight"):
+        engine.sync_weights(module, lambda: partial)
 
 
 def test_a_prompt_near_the_context_limit_gets_the_room_left(tiny_engine):
@@ -86,7 +127,7 @@ def test_sampling_has_the_configured_temperatures_statistics_and_follows_the_see
         model.lm_head.weight.mul_(15)  # a next-token distribution far from uniform: T = 0.6 and 1 differ clearly
     module = module_of(model)
     engine = VLLMEngine(module)
-    engine.sync_weights(module)
+    sync(engine, module)
     prompt, n, temperature = [1, 17, 23, 5], 4000, 0.6
     with torch.no_grad():
         logits = model(torch.tensor([prompt])).logits[0, -1].double()
@@ -113,9 +154,9 @@ def test_weights_reload_after_a_training_step_and_only_then():
     module = module_of(model)
     engine = VLLMEngine(module)
     prompts = [[1, 4, 9, 16], [1, 25, 36], [1, 49, 64, 81, 100]]
-    assert engine.sync_weights(module)  # the first load
+    assert sync(engine, module)  # the first load
     before = engine.generate(prompts, eos_token_id=EOS, max_new_tokens=16)
-    assert not engine.sync_weights(module)  # nothing changed: no reload
+    assert not sync(engine, module)  # nothing changed: no reload
 
     optimizer = torch.optim.SGD(model.parameters(), lr=50.0)
     model.train()
@@ -123,7 +164,7 @@ def test_weights_reload_after_a_training_step_and_only_then():
     loss.backward()
     optimizer.step()
     model.eval()
-    assert engine.sync_weights(module)  # in-place updates changed the parameters' versions
+    assert sync(engine, module)  # in-place updates changed the parameters' versions
     after = engine.generate(prompts, eos_token_id=EOS, max_new_tokens=16)
     assert after != before
     assert after == generate(model, prompts, eos_token_id=EOS, pad_token_id=PAD, max_new_tokens=16)
@@ -131,10 +172,10 @@ def test_weights_reload_after_a_training_step_and_only_then():
     with torch.no_grad():  # a restore of saved weights (early stopping) counts too, with no optimiser step
         for p in model.parameters():
             p.copy_(p * 0.5)
-    assert engine.sync_weights(module)
-    assert not engine.sync_weights(module)
+    assert sync(engine, module)
+    assert not sync(engine, module)
     module.trainer.global_step += 1  # a step the version counters cannot see (another process's optimiser)
-    assert engine.sync_weights(module)
+    assert sync(engine, module)
 
 
 def test_a_lora_policy_generates_with_its_adapters_merged():
@@ -148,7 +189,7 @@ def test_a_lora_policy_generates_with_its_adapters_merged():
     model.eval()
     module = module_of(model)
     engine = VLLMEngine(module)
-    engine.sync_weights(module)
+    sync(engine, module)
     prompts = [[1] + torch.randint(3, 400, (n,), generator=torch.Generator().manual_seed(n)).tolist()
                for n in range(2, 22)]
     share, differ = agreement(engine, model, prompts, max_new_tokens=24)
@@ -165,7 +206,7 @@ def test_greedy_tokens_equal_generates_on_smollm2(smollm2):
     tok = AutoTokenizer.from_pretrained(smollm2)
     module = module_of(model)
     engine = VLLMEngine(module)
-    engine.sync_weights(module)
+    sync(engine, module)
     questions = [f"What is {a} times {b}? Answer step by step." for a, b in zip(range(3, 43), range(17, 57))]
     prompts = [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True) for q in questions]
     prompts = [p if isinstance(p, list) else p["input_ids"] for p in prompts]
