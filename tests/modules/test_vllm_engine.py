@@ -148,6 +148,15 @@ def test_sampling_has_the_configured_temperatures_statistics_and_follows_the_see
     again = engine.generate([prompt] * n, eos_token_id=EOS, max_new_tokens=1, temperature=temperature)
     assert again == drawn
 
+    # long prompts and answers, sampled: chunked prefill (per-request seeds crashed it on CPU). On CPU the draws
+    # follow the batch schedule too, so the same seed repeats them from the same engine state (no cached prefixes)
+    long = [[1] + torch.randint(3, 64, (300,), generator=torch.Generator().manual_seed(n)).tolist() for n in range(48)]
+    torch.manual_seed(1)
+    first = engine.generate(long, eos_token_id=EOS, max_new_tokens=64, temperature=1.0)
+    engine.llm.reset_prefix_cache()
+    torch.manual_seed(1)
+    assert engine.generate(long, eos_token_id=EOS, max_new_tokens=64, temperature=1.0) == first
+
 
 def test_weights_reload_after_a_training_step_and_only_then():
     model = tiny_llama(seed=2)
