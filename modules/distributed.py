@@ -148,21 +148,19 @@ def generate_in_fit(module: LightningModule, prompts: Sequence[Sequence[int]], t
 def policy_weights(module: LightningModule) -> dict[str, torch.Tensor]:
     """``module.model``'s full Hugging Face state dict on this rank, LoRA adapters merged, for a vLLM engine per
     rank: under FSDP gathered from every rank's shards onto each (a collective)."""
-    trainer, model = module._trainer, module.model
-    if is_sharded(trainer):
-        state = gathered_state_dict(trainer.strategy.model, every_rank=True)
-        state = {name[len("model."):]: t for name, t in state.items() if name.startswith("model.")}
-    else:
-        state = model.state_dict()
+    model = module.model
+    state = full_state_dict(module._trainer, model, every_rank=True)
     return merged_state_dict(model, state) if unwrapped(model) is not model else state
 
 
-def full_state_dict(trainer: Trainer | None, model: torch.nn.Module, prefix: str = "model.") -> dict[str, torch.Tensor]:
-    """``model``'s unsharded weights. Under FSDP a collective (call it on every rank); rank 0 gets them on CPU.
-    ``prefix``: ``model``'s attribute name in the LightningModule (FSDP1 shards the LightningModule as a whole)."""
+def full_state_dict(trainer: Trainer | None, model: torch.nn.Module, prefix: str = "model.",
+                    every_rank: bool = False) -> dict[str, torch.Tensor]:
+    """``model``'s unsharded weights. Under FSDP a collective (call it on every rank); rank 0 gets them on CPU, or
+    with ``every_rank`` every rank on its device. ``prefix``: ``model``'s attribute name in the LightningModule
+    (FSDP1 shards the LightningModule as a whole)."""
     if not is_sharded(trainer):
         return model.state_dict()
-    state = gathered_state_dict(trainer.strategy.model)
+    state = gathered_state_dict(trainer.strategy.model, every_rank=every_rank)
     return {name[len(prefix):]: tensor for name, tensor in state.items() if name.startswith(prefix)}
 
 

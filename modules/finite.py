@@ -34,8 +34,9 @@ def _advice(module: LightningModule, at_this_step: bool, peak: tuple[str, float]
 
 
 def _decided_by_any_rank(module: LightningModule, bad: bool) -> bool:
-    """True on every rank if any rank saw a problem (a lone raising rank would leave the others hanging)."""
-    return bool(module.trainer.strategy.reduce_boolean_decision(bad, all=False))
+    """True on every rank if any rank saw a problem (a lone raising rank would leave the others hanging); without
+    a trainer (a step by hand), this process's own finding."""
+    return bad if module._trainer is None else bool(module.trainer.strategy.reduce_boolean_decision(bad, all=False))
 
 
 def check_losses(module: LightningModule, where: str, batch_idx: int, *, peak: tuple[str, float] | None = None,
@@ -44,7 +45,7 @@ def check_losses(module: LightningModule, where: str, batch_idx: int, *, peak: t
     ``peak``: the flag and value of the stage's peak learning rate (default ``--model.init_args.lr``)."""
     values = torch.stack([loss.detach().float().reshape(()) for loss in losses.values()])
     bad = not bool(torch.isfinite(values).all())  # the step's one device sync; the message is built only on failure
-    if not (bad if module._trainer is None else _decided_by_any_rank(module, bad)):  # no trainer: a step by hand
+    if not _decided_by_any_rank(module, bad):
         return
     named = ", ".join(f"{name} = {value:.4g}" for name, value in zip(losses, values.tolist()))
     if module._trainer is None:
@@ -83,11 +84,7 @@ def check_weights_before_saving(module: LightningModule, where: str, peak: tuple
 def check_weights_before_sampling(module: LightningModule, model: torch.nn.Module, what: str) -> None:
     """Refuse to sample from non-finite weights (sampling would fail with an unrelated-looking error)."""
     bad = non_finite_parameters(model)
-    if module._trainer is not None:
-        bad_anywhere = _decided_by_any_rank(module, bool(bad))
-    else:
-        bad_anywhere = bool(bad)
-    if not bad_anywhere:
+    if not _decided_by_any_rank(module, bool(bad)):
         return
     advice = _advice(module, at_this_step=False, peak=None) if module._trainer is not None else "Check how the weights were produced."
     raise NonFiniteError(f"refusing to generate with {what}: {_which(bad)}; training diverged before these rollouts "

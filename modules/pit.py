@@ -433,11 +433,9 @@ class PITPolicy(LightningModule):
 
     def _cached(self, batch: dict[str, torch.Tensor], key: str) -> torch.Tensor:
         """``key`` of the minibatch's rows from the epoch-start scoring, right-padded with 0 to [B, T-1]."""
-        out = torch.zeros(batch["response_mask"].shape, device=self.device)
-        for i, row in enumerate(batch["rows"].tolist()):
-            value = self._buffer[row][key]
-            out[i, : len(value)] = value
-        return out
+        rows = [self._buffer[row][key] for row in batch["rows"].tolist()]
+        out = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True).float()  # one copy, not one per row
+        return torch.nn.functional.pad(out, (0, batch["response_mask"].shape[1] - out.shape[1]))
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         self.optimisation_s = time.perf_counter() - self._epoch_start  # the epoch's scoring + updates so far
