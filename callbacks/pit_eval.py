@@ -117,12 +117,15 @@ class IterativeImprovementEval(Callback):
 
     # ---- hooks ---------------------------------------------------------------------------------------------------
 
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # refused here, before the model is built and the first rollouts are written (on_fit_start)
         if self.early_stop_patience is not None and is_sharded(trainer):
             # the best epoch's weights are kept per rank, but a checkpoint holds rank 0's callback state only: a
             # resumed sharded run would restore rank 0's shards on every rank
             raise ValueError("early_stop_patience keeps the best epoch's weights per process, which sharded strategies "
                              "(FSDP) cannot resume: unset it, or train with DDP or one device")
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # a run killed after early stopping decided (its last checkpoint saved) but before it exported: still stopped
         if self.early_stop_patience is not None and self.wait >= self.early_stop_patience:
             trainer.should_stop = True

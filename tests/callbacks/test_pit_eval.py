@@ -288,4 +288,4 @@ def test_early_stopping_is_refused_under_sharded_strategies():
     callback = IterativeImprovementEval(iterations=1, num_prompts=2, monitor_prompts=2, early_stop_patience=1)
     sharded = SimpleNamespace(strategy=ModelParallelStrategy.__new__(ModelParallelStrategy))  # no process group needed
     with pytest.raises(ValueError, match="early_stop_patience keeps the best epoch's weights per process"):
-        callback.on_train_start(sharded, None)
+        callback.setup(sharded, None, "fit")
