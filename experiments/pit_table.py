@@ -10,9 +10,12 @@ data, its own folds and tokenizer; the policy never trains against it); the orig
 samples are round 2's references and the evaluation's y_0); PIT's SFT policy (``sft``). Then one RL run per arm from
 the SFT policy, each ``rl_epochs`` epochs: round 1 only (all epochs on the dataset's references), round 2 only (all
 on the original policy's samples), both (the first ``round1_epochs`` on round 1). "SFT only" is the SFT policy.
-``kl_coefs`` and ``advantages`` add one set of RL arms per value (``both_rounds-kl0.05``, ``both_rounds-rloo`` ...);
-the critic-free estimators (RLOO, GRPO) sample ``samples_per_prompt`` answers on N / k prompts, so every arm rolls
-out N answers per epoch as PPO does.
+``kl_coefs``, ``rm_pairs`` and ``advantages`` add one set of RL arms per value (``both_rounds-kl0.05``,
+``both_rounds-rm9000``, ``both_rounds-rloo`` ...); the critic-free estimators (RLOO, GRPO) sample
+``samples_per_prompt`` answers on N / k prompts, so every arm rolls out N answers per epoch as PPO does. A value N of
+``rm_pairs`` trains one more gap reward model per seed (``rm{N}``) on a reward-model fold of N pairs, from its own
+draw of the synthetic writer (seed + 2000; its other two folds are unused), so the SFT and RL folds stay those of
+every other arm; that variant's arms train against it.
 
 A seed changes the preference data draw and its folds (``--data.init_args.preferences.init_args.seed``,
 ``--data.init_args.seed``), the initialisation (``--seed_everything``) and the RL rollouts' sampling
@@ -24,7 +27,11 @@ the first evaluated run) and read by every arm; y_i = the policy improving y_{i-
 i = 1..3, mean ± sample std over seeds: the exact-score gain over y_0, the win and lose rates by the exact score and
 Δ = win - lose (the headline), and the independent reward model's win rate. The second table is the same with
 y_0 = the dataset's rejected responses. The win rate of the reward model the policy was trained against is only in
-the CSV, marked as not a measure. Every evaluated stage generates with the same ``max_new_tokens``.
+the CSV, marked as not a measure. Every evaluated stage generates with the same ``max_new_tokens``. A third
+table gives every reward model's held-out accuracy per ordering of the gap loss (the last validation's
+``rm/val_acc_*``, on its own fold's held-out pairs), to read the RL arms against the reward model they trained on;
+a fourth how well the gap reward ranked each RL arm's own rollouts by their exact-score gain, per round
+(``rollout_concordance``): what the reward told RL about the answers it actually sampled.
 
 Runs are ``python cli.py fit`` (command saved as ``command.sh``; ``experiments.runs``). A run is finished when its
 export exists (``hf_model/`` of the policies, ``reward_model/`` of the reward models): an RL arm killed midway has a
@@ -39,6 +46,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 
 from experiments.report import cell, line_chart_svg, markdown_table, mean_std, write_csv
@@ -58,22 +66,40 @@ TABLES = {"original_policy": "y_0 = samples of the original policy (the paper's 
           "dataset": "y_0 = the dataset's rejected responses y_l"}
 #: the independent evaluation reward model trains on the preference draw ``seed + RM_EVAL_SEED_OFFSET``
 RM_EVAL_SEED_OFFSET = 1000
+#: a gap reward model on ``rm_pairs`` pairs trains on the draw ``seed + RM_PAIRS_SEED_OFFSET``
+RM_PAIRS_SEED_OFFSET = 2000
+#: the reward models' held-out accuracies in the third table (``rm/val_acc_<name>``): the gap loss's five orderings
+#: (w = the preferred response, l = the other; first letter the scored response, second the reference), then
+#: "pairwise", the plain preference accuracy r(w | l) > r(l | w)
+RM_ACCURACIES = ("wl>ww", "wl>ll", "wl>lw", "ww>lw", "ll>lw", "pairwise")
+#: a rollout buffer's curriculum round, from who wrote its references (``modules.pit.PITPolicy.feedback``)
+ROUND_OF_REFERENCES = {"dataset": 1, "original_policy": 2}
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One set of RL arms: the config's KL coefficient and advantage estimator, or the given ones."""
+    """One set of RL arms: the config's KL coefficient, gap reward model and advantage estimator, or the given ones
+    (``rm_pairs``: the reward model trained on that many pairs, ``rm{rm_pairs}``)."""
 
     kl_coef: float | None = None
     advantage: str | None = None
+    rm_pairs: int | None = None
 
     @property
     def suffix(self) -> str:
         """Run-folder suffix (empty for the config's settings, so those runs keep their plain arm names)."""
-        return (f"-kl{self.kl_coef:g}" if self.kl_coef is not None else "") + (f"-{self.advantage}" if self.advantage else "")
+        return ((f"-kl{self.kl_coef:g}" if self.kl_coef is not None else "")
+                + (f"-rm{self.rm_pairs}" if self.rm_pairs is not None else "")
+                + (f"-{self.advantage}" if self.advantage else ""))
+
+    @property
+    def reward_model(self) -> str:
+        """The folder (under ``runs/seed{s}/``) of the gap reward model this variant's arms train against."""
+        return "rm" if self.rm_pairs is None else f"rm{self.rm_pairs}"
 
     def label(self, samples_per_prompt: int) -> str:
         parts = ([f"β={self.kl_coef:g}"] if self.kl_coef is not None else []) + (
+            [f"RM {self.rm_pairs} pairs"] if self.rm_pairs is not None else []) + (
             [self.advantage.upper() + (f" k={samples_per_prompt}" if self.advantage in CRITIC_FREE else "")]
             if self.advantage else [])
         return f" ({', '.join(parts)})" if parts else ""
@@ -109,9 +135,11 @@ class Run:
         return ARMS[self.arm] + ("" if self.arm == "sft_only" else self.variant.label(samples_per_prompt))
 
 
-def plan_runs(arms: list[str], kl_coefs: list[float] | None, advantages: list[str] | None) -> list[Run]:
-    """SFT only once, then every RL arm of every (KL coefficient, advantage) variant."""
-    variants = [Variant(kl, adv) for kl, adv in itertools.product(kl_coefs or [None], advantages or [None])]
+def plan_runs(arms: list[str], kl_coefs: list[float] | None, advantages: list[str] | None,
+              rm_pairs: list[int | None] | None = None) -> list[Run]:
+    """SFT only once, then every RL arm of every (KL coefficient, reward model, advantage) variant."""
+    variants = [Variant(kl, adv, pairs) for kl, pairs, adv in
+                itertools.product(kl_coefs or [None], rm_pairs or [None], advantages or [None])]
     runs = [Run("sft_only")] if "sft_only" in arms else []
     return runs + [Run(arm, v) for v in variants for arm in arms if arm != "sft_only"]
 
@@ -128,12 +156,16 @@ def seed_flags(seed: int) -> list[str]:
             f"--data.init_args.seed={seed}"]
 
 
-def stage_config(name: str, root: Path, out: Path, eval_args: dict | None = None, checkpoint: bool = False) -> Path:
-    """``configs/pit/{name}.yaml`` with its run folder ``runs/pit-cl`` moved to ``root``; ``eval_args`` update the
+def stage_config(name: str, root: Path, out: Path, eval_args: dict | None = None, checkpoint: bool = False,
+                 reward_model: str = "rm") -> Path:
+    """``configs/pit/{name}.yaml`` with its run folder ``runs/pit-cl`` moved to ``root`` and its gap reward model
+    ``rm/reward_model`` to ``{reward_model}/reward_model``; ``eval_args`` update the
     ``IterativeImprovementEval`` callback's arguments (it is not the last callback, so no flag reaches it);
     ``checkpoint`` adds a ``ModelCheckpoint`` keeping ``checkpoints/last.ckpt`` (to resume a killed run) unless the
     config has one, inserted before the last callback so ``--trainer.callbacks.<arg>`` flags still reach that one."""
-    text = (REPO / "configs" / "pit" / f"{name}.yaml").read_text().replace("runs/pit-cl", str(root))
+    text = (REPO / "configs" / "pit" / f"{name}.yaml").read_text()
+    text = text.replace("runs/pit-cl/rm/reward_model", f"runs/pit-cl/{reward_model}/reward_model").replace(
+        "runs/pit-cl", str(root))
     if eval_args is not None or checkpoint:
         config = yaml.safe_load(text)
         callbacks = config["trainer"].setdefault("callbacks", [])
@@ -184,8 +216,10 @@ class Settings:
     stage_flags: dict[str, list[str]]
 
 
-def pipeline(root: Path, seed: int, runs: list[Run], settings: Settings) -> dict[str, dict]:
-    """One seed's reward models, original policy, SFT and RL arms; returns ``{run name: pit_eval.json}``."""
+def pipeline(root: Path, seed: int, runs: list[Run], settings: Settings
+             ) -> tuple[dict[str, dict], dict[str, dict], dict[str, dict]]:
+    """One seed's reward models, original policy, SFT and RL arms; returns ``{run name: pit_eval.json}``,
+    ``{reward model folder: its held-out accuracies}`` and ``{RL run name: its rollout_concordance}``."""
     s = settings
     base = ["--trainer.enable_progress_bar=false", *s.flags]
     generation = [f"--model.init_args.max_new_tokens={s.max_new_tokens}"]  # one length for every evaluated policy
@@ -206,6 +240,13 @@ def pipeline(root: Path, seed: int, runs: list[Run], settings: Settings) -> dict
          [*seed_flags(eval_seed), f"--data.init_args.log_dir={root / 'rm_eval'}",
           "--trainer.logger.init_args.version=rm_eval", *s.stage_flags.get("rm", [])],
          root / "rm_eval" / "reward_model" / "config.json"),
+        *[(name, "constrained_lists_reward_model", None,
+           [*seed_flags(seed + RM_PAIRS_SEED_OFFSET), f"--data.init_args.log_dir={root / name}",
+            f"--trainer.logger.init_args.version={name}", *s.stage_flags.get("rm", []),
+            f"--data.init_args.preferences.init_args.num_pairs={3 * pairs}"],  # three folds of `pairs`
+           root / name / "reward_model" / "config.json")
+          for name, pairs in sorted({(r.variant.reward_model, r.variant.rm_pairs) for r in runs
+                                     if r.variant.rm_pairs is not None})],
         ("policy", "constrained_lists_sft", None,
          [*seed_flags(seed), "--data.init_args.stage=policy_sft", "--trainer.logger.init_args.version=policy",
           "--trainer.callbacks=[]", *generation, *s.stage_flags.get("policy", [])], export_done(root / "policy")),
@@ -216,12 +257,13 @@ def pipeline(root: Path, seed: int, runs: list[Run], settings: Settings) -> dict
         path = stage_config(config, root, configs / f"{name}.yaml", evaluation)
         run_command(root / name, ["fit", "--config", str(path), *base, *extra], done)
     results = {}
-    rl_config = stage_config("constrained_lists_rl", root, configs / "rl.yaml",
-                             eval_args | {"every_epoch": True, "early_stop_patience": s.early_stop_patience},
-                             checkpoint=True)
+    rl_eval_args = eval_args | {"every_epoch": True, "early_stop_patience": s.early_stop_patience}
     prompts = num_rl_prompts([*s.flags, *s.stage_flags.get("rl", [])])
     for run in runs:
         if run.arm != "sft_only":
+            rm = run.variant.reward_model
+            rl_config = stage_config("constrained_lists_rl", root, configs / ("rl.yaml" if rm == "rm" else f"rl-{rm}.yaml"),
+                                     rl_eval_args, checkpoint=True, reward_model=rm)
             # the variant's flags last: they override the shared ones (num_rl_prompts for critic-free arms)
             run_command(root / run.name, ["fit", "--config", str(rl_config), *base, *seed_flags(seed),
                                           f"--trainer.callbacks.seed={seed}", *generation,
@@ -230,7 +272,50 @@ def pipeline(root: Path, seed: int, runs: list[Run], settings: Settings) -> dict
                                           *run.variant.flags(prompts, s.samples_per_prompt)],
                         export_done(root / run.name))
         results[run.name] = json.loads((root / run.name / "pit_eval.json").read_text())
-    return results
+    reward_models = ["rm", *sorted({r.variant.reward_model for r in runs} - {"rm"}), "rm_eval"]
+    return (results, {name: accuracies for name in reward_models if (accuracies := rm_accuracies(root / name))},
+            {run.name: rollout_concordance(root / run.name) for run in runs if run.arm != "sft_only"})
+
+
+def rollout_concordance(run_dir: Path) -> dict[int, list[float]]:
+    """How well the gap reward ranked an RL run's own rollouts by the truth: per buffer (``rollouts/iter_*.jsonl``,
+    in epoch order), over every two rollouts whose exact-score gains score(y) - score(y_ref) differ, the share
+    whose gap rewards are ordered the same way (equal rewards count half; 0.5 = no better than chance). Keyed by
+    round: 1 where the references are the dataset's, 2 where the original policy's. Buffers without exact scores
+    are skipped."""
+    by_round: dict[int, list[float]] = {}
+    for path in sorted((run_dir / "rollouts").glob("iter_*.jsonl")):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = [row for row in rows if "quality" in row["scores"]]
+        if len(rows) < 2:
+            continue
+        reward = torch.tensor([row["scores"]["gap_reward"] for row in rows], dtype=torch.float64)
+        # exact scores are fifths: rounded, equal gains compare equal
+        gain = torch.tensor([round(row["scores"]["quality"][1] - row["scores"]["quality"][0], 6) for row in rows],
+                            dtype=torch.float64)
+        d_reward, d_gain = reward[:, None] - reward[None, :], gain[:, None] - gain[None, :]  # [n, n]
+        counted = torch.triu(d_gain != 0, diagonal=1)
+        if not counted.any():
+            continue
+        agree = (d_reward * d_gain > 0).double() + 0.5 * (d_reward == 0).double()
+        [references] = {row["turns"][0]["by"] for row in rows}  # one round per buffer
+        by_round.setdefault(ROUND_OF_REFERENCES[references], []).append(float(agree[counted].sum() / counted.sum()))
+    return by_round
+
+
+def rm_accuracies(run_dir: Path) -> dict[str, float]:
+    """A reward-model run's held-out accuracies, ``{ordering: value}`` (``RM_ACCURACIES``): each ``rm/val_acc_*``
+    scalar's last value (the last validation) in the run's TensorBoard files, newest file last; ``{}`` without any."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    last = {}
+    for events in sorted(run_dir.glob("events.out.tfevents.*"), key=lambda f: f.stat().st_mtime):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for name in RM_ACCURACIES:
+            if (tag := f"rm/val_acc_{name}") in accumulator.Tags()["scalars"]:
+                last[name] = accumulator.Scalars(tag)[-1].value
+    return last
 
 
 def main(
@@ -240,6 +325,7 @@ def main(
     rl_epochs: int = 6,
     round1_epochs: int = 3,
     kl_coefs: list[float] | None = None,
+    rm_pairs: list[int | None] | None = None,
     advantages: list[str] | None = None,
     samples_per_prompt: int = 4,
     early_stop_patience: int | None = None,
@@ -257,8 +343,11 @@ def main(
         rl_epochs: RL epochs (PPO iterations) of every RL arm.
         round1_epochs: of those, epochs on round 1 in the both-rounds arm.
         kl_coefs: one more set of RL arms per KL coefficient β (``--model.init_args.kl_coef``); None: the config's.
+        rm_pairs: one more set of RL arms per gap reward model, trained on a reward-model fold of this many
+            preference pairs (its own draw of the synthetic writer, ``runs/seed{s}/rm{N}``); ``null`` in the list:
+            the reward model of the shared folds (``rm``). None: that one only. Crossed with ``kl_coefs``.
         advantages: one more set of RL arms per advantage estimator, ``gae`` (PPO's critic), ``rloo`` or ``grpo``
-            (``--model.init_args.advantage``); None: the config's. Crossed with ``kl_coefs``.
+            (``--model.init_args.advantage``); None: the config's. Crossed with ``kl_coefs`` and ``rm_pairs``.
         samples_per_prompt: k of the critic-free estimators (rloo, grpo): k answers per prompt on N / k prompts,
             N = the RL stage's ``--data.init_args.num_rl_prompts``, so every arm samples N answers an epoch.
         early_stop_patience: stop an RL arm after this many epochs without a better held-out exact score of y_1
@@ -269,7 +358,7 @@ def main(
         max_new_tokens: generation length of every evaluated policy (original policy, SFT, RL arms), so SFT and RL
             answers are compared at one length.
         flags: extra ``cli.py fit`` flags for every run (e.g. fewer pairs, a smaller model).
-        stage_flags: extra flags for one stage's runs: ``rm`` (both reward models), ``sft``, ``policy`` (the
+        stage_flags: extra flags for one stage's runs: ``rm`` (every reward model), ``sft``, ``policy`` (the
             original policy) or ``rl`` (every RL arm), e.g. a pretrained model and its learning rate.
     """
     unknown = set(arms) - set(ARMS)
@@ -284,14 +373,19 @@ def main(
                          "give at least 2")
     if any(k < 0 for k in kl_coefs or []):
         raise ValueError(f"kl_coefs {kl_coefs}: a KL coefficient is 0 or more")
+    if any(n is not None and n < 10 for n in rm_pairs or []):
+        raise ValueError(f"rm_pairs {rm_pairs}: a reward model needs at least 10 pairs (its held-out share is 10%)")
     settings = Settings(rl_epochs, round1_epochs, samples_per_prompt, early_stop_patience, monitor_prompts,
                         max_new_tokens, tuple(flags), dict(stage_flags))
-    runs = plan_runs(list(arms), kl_coefs, advantages)
+    runs = plan_runs(list(arms), kl_coefs, advantages, rm_pairs)
     out = Path(out_dir).resolve()
-    results = {seed: pipeline(out / "runs" / f"seed{seed}", seed, runs, settings) for seed in seeds}
+    results, accuracies, concordance = {}, {}, {}
+    for seed in seeds:
+        results[seed], accuracies[seed], concordance[seed] = pipeline(out / "runs" / f"seed{seed}", seed, runs, settings)
     budget = (f"{rl_epochs} RL epochs, {round1_epochs} in round 1 for both rounds, max_new_tokens {max_new_tokens}"
               + (f", early stopping after {early_stop_patience} epochs without gain" if early_stop_patience else ""))
-    return write_report(out, results, [(r.name, r.label(samples_per_prompt)) for r in runs], budget)
+    return write_report(out, results, [(r.name, r.label(samples_per_prompt)) for r in runs], budget, accuracies,
+                        concordance)
 
 
 def per_iteration(metrics: dict, prefix: str = "") -> dict[str, list[float]]:
@@ -315,9 +409,23 @@ def by_table(metrics: dict) -> dict[str, dict[str, list[float]]]:
     return {"dataset": per_iteration(metrics)}
 
 
-def write_report(out: Path, results: dict[int, dict[str, dict]], runs: list[tuple[str, str]], budget: str) -> dict:
+def rm_label(name: str) -> str:
+    """The reward-model table's row label of a reward-model folder (``rm``, ``rm{N}``, ``rm_eval``)."""
+    if name == "rm":
+        return "R_PIT, the shared folds' reward-model fold"
+    if name == "rm_eval":
+        return "independent RM (evaluation only)"
+    return f"R_PIT, {name[2:]} pairs (own draw)"
+
+
+def write_report(out: Path, results: dict[int, dict[str, dict]], runs: list[tuple[str, str]], budget: str,
+                 accuracies: dict[int, dict[str, dict[str, float]]] | None = None,
+                 concordance: dict[int, dict[str, dict[int, list[float]]]] | None = None) -> dict:
     """``pit_table.{md,csv,svg}`` from ``results[seed][run name]`` (each run's ``pit_eval.json``); ``runs``:
-    ``(run name, row label)`` in table order. Returns ``{"table / run / metric / i": values over seeds}``."""
+    ``(run name, row label)`` in table order; ``accuracies[seed][reward-model folder]``: its held-out accuracies
+    (``rm_accuracies``), the third table; ``concordance[seed][run name]``: ``rollout_concordance``, the fourth.
+    Returns ``{"table / run / metric / i": values over seeds}``, with ``{"reward_models / folder / ordering": ...}``
+    and ``{"concordance / run / round r": per-seed means over the round's buffers}``."""
     seeds = sorted(results)
     parsed = {s: {name: by_table(m) for name, m in results[s].items()} for s in seeds}
     reported = {**METRICS, **TRAINED_AGAINST}
@@ -350,6 +458,34 @@ def write_report(out: Path, results: dict[int, dict[str, dict]], runs: list[tupl
                           if "early_stop" in results[s].get(name, {})] for name, _ in runs}
     if any(kept.values()):
         lines += ["", "Early stopping kept epochs (per seed): " + "; ".join(f"{k}: {v}" for k, v in kept.items() if v)]
+    accuracies = accuracies or {}
+    models = list(dict.fromkeys(name for s in seeds for name in accuracies.get(s, {})))
+    rm_values = {(name, o): [accuracies[s][name][o] for s in seeds if o in accuracies.get(s, {}).get(name, {})]
+                 for name in models for o in RM_ACCURACIES}
+    if models:
+        lines += ["", "## Reward models: held-out accuracy per ordering of the gap loss", "",
+                  ("r(y | y_ref) with w = the preferred response, l = the other: the share of held-out pairs (10% of "
+                   "each model's own reward-model fold) where the first scores above the second; pairwise = the plain "
+                   "preference accuracy, r(w | l) > r(l | w)."), "",
+                  markdown_table(["reward model", *RM_ACCURACIES],
+                                 [[rm_label(name), *(cell(rm_values[name, o], 3) for o in RM_ACCURACIES)]
+                                  for name in models])]
+        csv_rows += [["reward_models", rm_label(name), f"val_acc_{o}", "", len(v), *(f"{x:.4f}" for x in mean_std(v)),
+                      " ".join(f"{x:.4f}" for x in v)] for (name, o), v in rm_values.items() if v]
+    concordance = concordance or {}
+    # per seed, the mean over the round's buffers; then mean ± std over seeds
+    agreement = {(name, r): [mean_std(concordance[s][name][r])[0] for s in seeds
+                             if r in concordance.get(s, {}).get(name, {})] for name, _ in runs for r in (1, 2)}
+    if any(agreement.values()):
+        lines += ["", "## The gap reward on each RL arm's own rollouts", "",
+                  ("Over every two rollouts of one buffer whose exact-score gains score(y) - score(y_ref) differ, the "
+                   "share whose gap rewards are ordered the same way (0.5 = chance), averaged over the round's buffers "
+                   "(epochs), then mean ± std over seeds."), "",
+                  markdown_table(["arm", "round 1 (dataset references)", "round 2 (original policy's answers)"],
+                                 [[label[name], *(cell(agreement[name, r], 3) for r in (1, 2))]
+                                  for name, _ in runs if agreement[name, 1] or agreement[name, 2]])]
+        csv_rows += [["rollout_concordance", label[name], f"round {r}", "", len(v), *(f"{x:.4f}" for x in mean_std(v)),
+                      " ".join(f"{x:.4f}" for x in v)] for (name, r), v in agreement.items() if v]
     (out / "pit_table.md").write_text("\n".join(lines) + "\n")
     write_csv(out / "pit_table.csv", ["table", "arm", "metric", "iteration", "seeds", "mean", "std", "values"], csv_rows)
     plotted = "original_policy" if any(key[0] == "original_policy" for key in values) else "dataset"
@@ -357,7 +493,9 @@ def write_report(out: Path, results: dict[int, dict[str, dict]], runs: list[tupl
     (out / "pit_table.svg").write_text(line_chart_svg(series, iterations, "inference iteration",
                                                       "Δ = win - lose by the exact score", f"PIT ({TABLES[plotted]})"))
     print("\n".join(lines))
-    return {f"{t} / {n} / {m} / {i}": v for (t, n, m, i), v in values.items()}
+    return ({f"{t} / {n} / {m} / {i}": v for (t, n, m, i), v in values.items()}
+            | {f"reward_models / {n} / {o}": v for (n, o), v in rm_values.items() if v}
+            | {f"concordance / {n} / round {r}": v for (n, r), v in agreement.items() if v})
 
 
 if __name__ == "__main__":

@@ -11,7 +11,17 @@ import pytest
 import yaml
 
 from experiments import pit_table, runs
-from experiments.pit_table import Variant, export_done, main, num_rl_prompts, per_iteration, rl_flags, write_report
+from experiments.pit_table import (
+    Variant,
+    export_done,
+    main,
+    num_rl_prompts,
+    per_iteration,
+    rl_flags,
+    rm_accuracies,
+    rollout_concordance,
+    write_report,
+)
 
 
 def test_arms_differ_only_in_their_curriculum():
@@ -26,6 +36,8 @@ def test_arms_differ_only_in_their_curriculum():
         main(advantages=["ppo"])
     with pytest.raises(ValueError, match="samples_per_prompt=1: rloo and grpo compare answers"):
         main(advantages=["grpo"], samples_per_prompt=1)
+    with pytest.raises(ValueError, match=r"rm_pairs \[None, 5\]: a reward model needs at least 10 pairs"):
+        main(rm_pairs=[None, 5])
 
 
 # ---- the pipeline through a fake cli.py: experiments.runs' real reuse / resume / settings logic -----------------
@@ -142,6 +154,91 @@ def test_kl_and_advantage_sweeps_add_labelled_arms_with_one_sample_budget(tmp_pa
     with pytest.raises(ValueError, match="needs --data.init_args.num_rl_prompts divisible by it \\(got 10\\)"):
         Variant(advantage="grpo").flags(10, 4)
     assert num_rl_prompts([]) == 512 and num_rl_prompts(["--data.init_args.num_rl_prompts", "64"]) == 64
+
+
+def test_a_stronger_reward_model_trains_on_its_own_draw_and_its_arms_train_against_it(tmp_path, fake_cli):
+    main(out_dir=str(tmp_path), seeds=[3], arms=["sft_only", "both_rounds"], rm_pairs=[None, 900],
+         flags=["--data.init_args.preferences.init_args.num_pairs=90"], stage_flags={"rm": ["--trainer.max_epochs=2"]})
+    root = tmp_path / "runs" / "seed3"
+    assert set(fake_cli) == {"rm", "rm_eval", "rm900", "policy", "sft", "both_rounds", "both_rounds-rm900"}
+    [(args, _)] = fake_cli["rm900"]
+    # its own draw (seed + 2000) with three folds of 900, so the shared folds (90 pairs here) stay every arm's
+    assert flag(args, "--data.init_args.preferences.init_args.seed") == "2003"
+    assert flag(args, "--data.init_args.preferences.init_args.num_pairs") == "2700"
+    assert flag(args, "--data.init_args.log_dir") == str(root / "rm900")
+    assert flag(args, "--trainer.logger.init_args.version") == "rm900"
+    assert flag(args, "--trainer.max_epochs") == "2"  # the reward models' stage flags reach it
+    assert flag(fake_cli["rm"][0][0], "--data.init_args.preferences.init_args.num_pairs") == "90"
+    for arm, rm in (("both_rounds", "rm"), ("both_rounds-rm900", "rm900")):
+        [(args, _)] = fake_cli[arm]
+        config = yaml.safe_load((tmp_path / args[args.index("--config") + 1]).read_text())
+        judges = {c["class_path"].rsplit(".", 1)[1]: (c["init_args"].get("teacher") or c["init_args"]["judge"])
+                  for c in config["trainer"]["callbacks"] if "teacher" in c["init_args"] or "judge" in c["init_args"]}
+        # rollouts are scored by the variant's reward model; the trained-against win rate is read with it too
+        assert {k: v["init_args"]["path"] for k, v in judges.items()} == {
+            "IterativeImprovementEval": str(root / rm / "reward_model"), "OnlineRollouts": str(root / rm / "reward_model")}
+        assert flag(args, "--data.init_args.preferences.init_args.seed") == "3"  # the shared folds
+    md = (tmp_path / "pit_table.md").read_text()
+    assert "| RL both rounds | 1 |" in md and "| RL both rounds (RM 900 pairs) | 1 |" in md
+
+
+def test_reward_model_accuracies_come_from_the_last_validation(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    def log(folder, values, step0=0):
+        writer = SummaryWriter(str(folder))
+        for step, row in enumerate(values, step0):
+            for name, value in row.items():
+                writer.add_scalar(f"rm/val_acc_{name}", value, step)
+        writer.close()
+
+    first = tmp_path / "rm"
+    log(first, [{"pairwise": 0.5, "wl>ww": 0.4}, {"pairwise": 0.6, "wl>ww": 0.55}])
+    assert rm_accuracies(first) == pytest.approx({"pairwise": 0.6, "wl>ww": 0.55})
+    log(first, [{"pairwise": 0.75}], step0=2)  # a resumed run's newer file: its last value wins where it has one
+    assert rm_accuracies(first) == pytest.approx({"pairwise": 0.75, "wl>ww": 0.55})
+    assert rm_accuracies(tmp_path / "missing") == {}
+    results = {s: {"sft": metrics(0.1)} for s in (0, 1)}
+    accuracies = {0: {"rm": {"pairwise": 0.6, "ll>lw": 0.5}, "rm900": {"pairwise": 0.9}},
+                  1: {"rm": {"pairwise": 0.8, "ll>lw": 0.7}, "rm900": {"pairwise": 0.7}}}
+    table = write_report(tmp_path, results, [("sft", "SFT only")], "budget", accuracies)
+    md = (tmp_path / "pit_table.md").read_text().split("## Reward models")[1]
+    # rm over seeds: pairwise .6 / .8 -> 0.700 ± 0.141, ll>lw .5 / .7 -> 0.600 ± 0.141; rm900: .9 / .7
+    assert "| R_PIT, the shared folds' reward-model fold | - | - | - | - | 0.600 ± 0.141 | 0.700 ± 0.141 |" in md
+    assert "| R_PIT, 900 pairs (own draw) | - | - | - | - | - | 0.800 ± 0.141 |" in md
+    assert table["reward_models / rm900 / pairwise"] == pytest.approx([0.9, 0.7])
+    rows = list(csv.DictReader((tmp_path / "pit_table.csv").read_text().splitlines()))
+    assert {(r["arm"], r["metric"], r["values"]) for r in rows if r["table"] == "reward_models"} == {
+        ("R_PIT, the shared folds' reward-model fold", "val_acc_pairwise", "0.6000 0.8000"),
+        ("R_PIT, the shared folds' reward-model fold", "val_acc_ll>lw", "0.5000 0.7000"),
+        ("R_PIT, 900 pairs (own draw)", "val_acc_pairwise", "0.9000 0.7000")}
+
+
+def test_concordance_of_the_gap_reward_with_the_exact_gain_on_the_rollouts(tmp_path):
+    def buffer(name, by, rows):
+        folder = tmp_path / "arm" / "rollouts"
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = [{"turns": [{"role": "reference", "by": by}, {"role": "response", "by": "policy"}],
+                  "scores": {"gap_reward": r} | ({"quality": q} if q else {})} for r, q in rows]
+        (folder / name).write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    # gains 0, .2, -.2, .4 (as differences of fifths) with rewards 1, 2, 3, 2: of the 6 pairs with different gains,
+    # (0,1) and (0,3) agree, (1,3) ties on the reward (half), (0,2), (1,2), (2,3) disagree -> 2.5 / 6
+    buffer("iter_001.jsonl", "dataset", [(1.0, [0.4, 0.4]), (2.0, [0.2, 0.4]), (3.0, [0.6, 0.4]), (2.0, [0.2, 0.6]),
+                                         (9.0, None)])  # no exact score: not counted
+    buffer("iter_002.jsonl", "original_policy", [(0.0, [0.2, 0.4]), (5.0, [0.4, 0.6])])  # equal gains: no pair
+    buffer("iter_003.jsonl", "original_policy", [(0.0, [0.2, 0.4]), (1.0, [0.2, 0.8])])
+    concordance = rollout_concordance(tmp_path / "arm")
+    assert concordance == {1: [pytest.approx(2.5 / 6)], 2: [1.0]}
+    assert rollout_concordance(tmp_path / "missing") == {}
+    results = {s: {"sft": metrics(0.1), "both_rounds": metrics(0.1)} for s in (0, 1)}
+    table = write_report(tmp_path, results, [("sft", "SFT only"), ("both_rounds", "RL both rounds")], "budget",
+                         concordance={0: {"both_rounds": {1: [0.4, 0.6], 2: [1.0]}},
+                                      1: {"both_rounds": {1: [0.8], 2: [0.5]}}})
+    md = (tmp_path / "pit_table.md").read_text().split("## The gap reward on each RL arm's own rollouts")[1]
+    # round 1: seed means .5 and .8 -> 0.650 ± 0.212; round 2: 1.0 and .5 -> 0.750 ± 0.354; SFT has no rollouts
+    assert "| RL both rounds | 0.650 ± 0.212 | 0.750 ± 0.354 |" in md and "SFT only" not in md
+    assert table["concordance / both_rounds / round 2"] == pytest.approx([1.0, 0.5])
 
 
 def test_report_gives_both_tables_per_iteration(tmp_path):
