@@ -14,8 +14,9 @@ on the original policy's samples), both (the first ``round1_epochs`` on round 1)
 ``both_rounds-rm9000``, ``both_rounds-rloo`` ...); the critic-free estimators (RLOO, GRPO) sample
 ``samples_per_prompt`` answers on N / k prompts, so every arm rolls out N answers per epoch as PPO does. A value N of
 ``rm_pairs`` trains one more gap reward model per seed (``rm{N}``) on a reward-model fold of N pairs, from its own
-draw of the synthetic writer (seed + 2000; its other two folds are unused), so the SFT and RL folds stay those of
-every other arm; that variant's arms train against it.
+draw of the synthetic writer (seed + 2000), with its own tokenizer trained on that draw as ``rm_eval``'s, so the SFT
+and RL folds stay those of every other arm; that variant's arms train against it. Its training time grows with N:
+9000 pairs take about 3x the 3000 of the configs' reward-model fold.
 
 A seed changes the preference data draw and its folds (``--data.init_args.preferences.init_args.seed``,
 ``--data.init_args.seed``), the initialisation (``--seed_everything``) and the RL rollouts' sampling
@@ -245,7 +246,7 @@ def pipeline(root: Path, seed: int, runs: list[Run], settings: Settings
             f"--trainer.logger.init_args.version={name}", *s.stage_flags.get("rm", []),
             f"--data.init_args.preferences.init_args.num_pairs={3 * pairs}"],  # three folds of `pairs`
            root / name / "reward_model" / "config.json")
-          for name, pairs in sorted({(r.variant.reward_model, r.variant.rm_pairs) for r in runs
+          for pairs, name in sorted({(r.variant.rm_pairs, r.variant.reward_model) for r in runs
                                      if r.variant.rm_pairs is not None})],
         ("policy", "constrained_lists_sft", None,
          [*seed_flags(seed), "--data.init_args.stage=policy_sft", "--trainer.logger.init_args.version=policy",
@@ -272,18 +273,22 @@ def pipeline(root: Path, seed: int, runs: list[Run], settings: Settings
                                           *run.variant.flags(prompts, s.samples_per_prompt)],
                         export_done(root / run.name))
         results[run.name] = json.loads((root / run.name / "pit_eval.json").read_text())
-    reward_models = ["rm", *sorted({r.variant.reward_model for r in runs} - {"rm"}), "rm_eval"]
-    return (results, {name: accuracies for name in reward_models if (accuracies := rm_accuracies(root / name))},
+    reward_models = ["rm", *(f"rm{n}" for n in sorted({r.variant.rm_pairs for r in runs} - {None})), "rm_eval"]
+    # each reward model's fold: the shared one for rm, its own draw's for the others (their log_dir)
+    folds = {name: root / ("" if name == "rm" else name) / "preferences" / "rm.jsonl" for name in reward_models}
+    return (results, {name: accuracies | {"pairs": len(folds[name].read_text().splitlines())}
+                      for name in reward_models if (accuracies := rm_accuracies(root / name))},
             {run.name: rollout_concordance(root / run.name) for run in runs if run.arm != "sft_only"})
 
 
-def rollout_concordance(run_dir: Path) -> dict[int, list[float]]:
+def rollout_concordance(run_dir: Path) -> dict[tuple[int, str], list[float]]:
     """How well the gap reward ranked an RL run's own rollouts by the truth: per buffer (``rollouts/iter_*.jsonl``,
     in epoch order), over every two rollouts whose exact-score gains score(y) - score(y_ref) differ, the share
     whose gap rewards are ordered the same way (equal rewards count half; 0.5 = no better than chance). Keyed by
-    round: 1 where the references are the dataset's, 2 where the original policy's. Buffers without exact scores
-    are skipped."""
-    by_round: dict[int, list[float]] = {}
+    (round, scope): round 1 where the references are the dataset's, 2 where the original policy's; scope ``all``
+    pools the buffer (PPO whitens advantages across it), ``prompt`` takes only two samples of one prompt (what
+    RLOO / GRPO compare; only buffers with k > 1 samples per prompt). Rollouts without exact scores are skipped."""
+    by_round: dict[tuple[int, str], list[float]] = {}
     for path in sorted((run_dir / "rollouts").glob("iter_*.jsonl")):
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         rows = [row for row in rows if "quality" in row["scores"]]
@@ -294,12 +299,15 @@ def rollout_concordance(run_dir: Path) -> dict[int, list[float]]:
         gain = torch.tensor([round(row["scores"]["quality"][1] - row["scores"]["quality"][0], 6) for row in rows],
                             dtype=torch.float64)
         d_reward, d_gain = reward[:, None] - reward[None, :], gain[:, None] - gain[None, :]  # [n, n]
-        counted = torch.triu(d_gain != 0, diagonal=1)
-        if not counted.any():
-            continue
         agree = (d_reward * d_gain > 0).double() + 0.5 * (d_reward == 0).double()
+        groups = [row["question_id"] for row in rows]
+        same_prompt = torch.tensor([[a == b for b in groups] for a in groups])  # [n, n]
         [references] = {row["turns"][0]["by"] for row in rows}  # one round per buffer
-        by_round.setdefault(ROUND_OF_REFERENCES[references], []).append(float(agree[counted].sum() / counted.sum()))
+        for scope, pairs in (("all", torch.ones_like(same_prompt)), ("prompt", same_prompt)):
+            counted = torch.triu(d_gain != 0, diagonal=1) & pairs
+            if counted.any():
+                by_round.setdefault((ROUND_OF_REFERENCES[references], scope), []).append(
+                    float(agree[counted].sum() / counted.sum()))
     return by_round
 
 
@@ -375,6 +383,16 @@ def main(
         raise ValueError(f"kl_coefs {kl_coefs}: a KL coefficient is 0 or more")
     if any(n is not None and n < 10 for n in rm_pairs or []):
         raise ValueError(f"rm_pairs {rm_pairs}: a reward model needs at least 10 pairs (its held-out share is 10%)")
+    for name, values in (("kl_coefs", kl_coefs), ("rm_pairs", rm_pairs), ("advantages", advantages)):
+        if values and len(set(values)) < len(values):
+            raise ValueError(f"{name} {values} repeats a value: each value is one set of RL arms")
+    # the runner sets these per seed and per reward model; a stage flag (given last) would silently override them
+    owned = ("--seed_everything", "--data.init_args.seed", "--data.init_args.preferences.init_args.seed",
+             "--data.init_args.log_dir", "--trainer.logger.init_args.version")
+    clashes = [f for f in [*flags, *itertools.chain(*stage_flags.values())] if f.split("=", 1)[0] in owned]
+    if clashes:
+        raise ValueError(f"flags {clashes}: the runner sets the seeds, folders and run names of every stage itself "
+                         "(use seeds and out_dir)")
     settings = Settings(rl_epochs, round1_epochs, samples_per_prompt, early_stop_patience, monitor_prompts,
                         max_new_tokens, tuple(flags), dict(stage_flags))
     runs = plan_runs(list(arms), kl_coefs, advantages, rm_pairs)
@@ -420,12 +438,12 @@ def rm_label(name: str) -> str:
 
 def write_report(out: Path, results: dict[int, dict[str, dict]], runs: list[tuple[str, str]], budget: str,
                  accuracies: dict[int, dict[str, dict[str, float]]] | None = None,
-                 concordance: dict[int, dict[str, dict[int, list[float]]]] | None = None) -> dict:
+                 concordance: dict[int, dict[str, dict[tuple[int, str], list[float]]]] | None = None) -> dict:
     """``pit_table.{md,csv,svg}`` from ``results[seed][run name]`` (each run's ``pit_eval.json``); ``runs``:
     ``(run name, row label)`` in table order; ``accuracies[seed][reward-model folder]``: its held-out accuracies
     (``rm_accuracies``), the third table; ``concordance[seed][run name]``: ``rollout_concordance``, the fourth.
     Returns ``{"table / run / metric / i": values over seeds}``, with ``{"reward_models / folder / ordering": ...}``
-    and ``{"concordance / run / round r": per-seed means over the round's buffers}``."""
+    and ``{"concordance / run / column": per-seed means over the round's buffers}``."""
     seeds = sorted(results)
     parsed = {s: {name: by_table(m) for name, m in results[s].items()} for s in seeds}
     reported = {**METRICS, **TRAINED_AGAINST}
@@ -467,25 +485,30 @@ def write_report(out: Path, results: dict[int, dict[str, dict]], runs: list[tupl
                   ("r(y | y_ref) with w = the preferred response, l = the other: the share of held-out pairs (10% of "
                    "each model's own reward-model fold) where the first scores above the second; pairwise = the plain "
                    "preference accuracy, r(w | l) > r(l | w)."), "",
-                  markdown_table(["reward model", *RM_ACCURACIES],
-                                 [[rm_label(name), *(cell(rm_values[name, o], 3) for o in RM_ACCURACIES)]
-                                  for name in models])]
+                  markdown_table(["reward model", "pairs in its fold", *RM_ACCURACIES],
+                                 [[rm_label(name), "/".join(map(str, sorted({accuracies[s][name]["pairs"] for s in seeds
+                                                                             if name in accuracies.get(s, {})}))),
+                                   *(cell(rm_values[name, o], 3) for o in RM_ACCURACIES)] for name in models])]
         csv_rows += [["reward_models", rm_label(name), f"val_acc_{o}", "", len(v), *(f"{x:.4f}" for x in mean_std(v)),
                       " ".join(f"{x:.4f}" for x in v)] for (name, o), v in rm_values.items() if v]
     concordance = concordance or {}
     # per seed, the mean over the round's buffers; then mean ± std over seeds
-    agreement = {(name, r): [mean_std(concordance[s][name][r])[0] for s in seeds
-                             if r in concordance.get(s, {}).get(name, {})] for name, _ in runs for r in (1, 2)}
-    if any(agreement.values()):
+    columns = {(1, "all"): "round 1 (dataset references)", (2, "all"): "round 2 (original policy's answers)",
+               (1, "prompt"): "round 1, within a prompt", (2, "prompt"): "round 2, within a prompt"}
+    agreement = {(name, key): [mean_std(concordance[s][name][key])[0] for s in seeds
+                               if key in concordance.get(s, {}).get(name, {})] for name, _ in runs for key in columns}
+    shown = [key for key in columns if any(agreement[name, key] for name, _ in runs)]
+    if shown:
         lines += ["", "## The gap reward on each RL arm's own rollouts", "",
-                  ("Over every two rollouts of one buffer whose exact-score gains score(y) - score(y_ref) differ, the "
-                   "share whose gap rewards are ordered the same way (0.5 = chance), averaged over the round's buffers "
-                   "(epochs), then mean ± std over seeds."), "",
-                  markdown_table(["arm", "round 1 (dataset references)", "round 2 (original policy's answers)"],
-                                 [[label[name], *(cell(agreement[name, r], 3) for r in (1, 2))]
-                                  for name, _ in runs if agreement[name, 1] or agreement[name, 2]])]
-        csv_rows += [["rollout_concordance", label[name], f"round {r}", "", len(v), *(f"{x:.4f}" for x in mean_std(v)),
-                      " ".join(f"{x:.4f}" for x in v)] for (name, r), v in agreement.items() if v]
+                  ("Over every two rollouts of one buffer whose exact-score gains score(y) - score(y_ref) differ (all "
+                   "of the buffer, or two samples of one prompt: what RLOO / GRPO compare), the share whose gap "
+                   "rewards are ordered the same way (0.5 = chance), averaged over the round's buffers (epochs), then "
+                   "mean ± std over seeds."), "",
+                  markdown_table(["arm", *(columns[key] for key in shown)],
+                                 [[label[name], *(cell(agreement[name, key], 3) for key in shown)]
+                                  for name, _ in runs if any(agreement[name, key] for key in shown)])]
+        csv_rows += [["rollout_concordance", label[name], columns[key], "", len(v), *(f"{x:.4f}" for x in mean_std(v)),
+                      " ".join(f"{x:.4f}" for x in v)] for (name, key), v in agreement.items() if v]
     (out / "pit_table.md").write_text("\n".join(lines) + "\n")
     write_csv(out / "pit_table.csv", ["table", "arm", "metric", "iteration", "seeds", "mean", "std", "values"], csv_rows)
     plotted = "original_policy" if any(key[0] == "original_policy" for key in values) else "dataset"
@@ -495,7 +518,7 @@ def write_report(out: Path, results: dict[int, dict[str, dict]], runs: list[tupl
     print("\n".join(lines))
     return ({f"{t} / {n} / {m} / {i}": v for (t, n, m, i), v in values.items()}
             | {f"reward_models / {n} / {o}": v for (n, o), v in rm_values.items() if v}
-            | {f"concordance / {n} / round {r}": v for (n, r), v in agreement.items() if v})
+            | {f"concordance / {n} / {columns[key]}": v for (n, key), v in agreement.items() if v})
 
 
 if __name__ == "__main__":

@@ -38,6 +38,10 @@ def test_arms_differ_only_in_their_curriculum():
         main(advantages=["grpo"], samples_per_prompt=1)
     with pytest.raises(ValueError, match=r"rm_pairs \[None, 5\]: a reward model needs at least 10 pairs"):
         main(rm_pairs=[None, 5])
+    with pytest.raises(ValueError, match=r"rm_pairs \[9000, 9000\] repeats a value"):
+        main(rm_pairs=[9000, 9000])
+    with pytest.raises(ValueError, match=r"flags \['--data.init_args.log_dir=x'\]: the runner sets the seeds, folders"):
+        main(stage_flags={"rm": ["--trainer.max_epochs=1", "--data.init_args.log_dir=x"]})
 
 
 # ---- the pipeline through a fake cli.py: experiments.runs' real reuse / resume / settings logic -----------------
@@ -199,13 +203,13 @@ def test_reward_model_accuracies_come_from_the_last_validation(tmp_path):
     assert rm_accuracies(first) == pytest.approx({"pairwise": 0.75, "wl>ww": 0.55})
     assert rm_accuracies(tmp_path / "missing") == {}
     results = {s: {"sft": metrics(0.1)} for s in (0, 1)}
-    accuracies = {0: {"rm": {"pairwise": 0.6, "ll>lw": 0.5}, "rm900": {"pairwise": 0.9}},
-                  1: {"rm": {"pairwise": 0.8, "ll>lw": 0.7}, "rm900": {"pairwise": 0.7}}}
+    accuracies = {0: {"rm": {"pairwise": 0.6, "ll>lw": 0.5, "pairs": 300}, "rm900": {"pairwise": 0.9, "pairs": 900}},
+                  1: {"rm": {"pairwise": 0.8, "ll>lw": 0.7, "pairs": 300}, "rm900": {"pairwise": 0.7, "pairs": 900}}}
     table = write_report(tmp_path, results, [("sft", "SFT only")], "budget", accuracies)
     md = (tmp_path / "pit_table.md").read_text().split("## Reward models")[1]
     # rm over seeds: pairwise .6 / .8 -> 0.700 ± 0.141, ll>lw .5 / .7 -> 0.600 ± 0.141; rm900: .9 / .7
-    assert "| R_PIT, the shared folds' reward-model fold | - | - | - | - | 0.600 ± 0.141 | 0.700 ± 0.141 |" in md
-    assert "| R_PIT, 900 pairs (own draw) | - | - | - | - | - | 0.800 ± 0.141 |" in md
+    assert "| R_PIT, the shared folds' reward-model fold | 300 | - | - | - | - | 0.600 ± 0.141 | 0.700 ± 0.141 |" in md
+    assert "| R_PIT, 900 pairs (own draw) | 900 | - | - | - | - | - | 0.800 ± 0.141 |" in md
     assert table["reward_models / rm900 / pairwise"] == pytest.approx([0.9, 0.7])
     rows = list(csv.DictReader((tmp_path / "pit_table.csv").read_text().splitlines()))
     assert {(r["arm"], r["metric"], r["values"]) for r in rows if r["table"] == "reward_models"} == {
@@ -218,27 +222,31 @@ def test_concordance_of_the_gap_reward_with_the_exact_gain_on_the_rollouts(tmp_p
     def buffer(name, by, rows):
         folder = tmp_path / "arm" / "rollouts"
         folder.mkdir(parents=True, exist_ok=True)
-        lines = [{"turns": [{"role": "reference", "by": by}, {"role": "response", "by": "policy"}],
-                  "scores": {"gap_reward": r} | ({"quality": q} if q else {})} for r, q in rows]
+        lines = [{"question_id": question, "turns": [{"role": "reference", "by": by}, {"role": "response", "by": "policy"}],
+                  "scores": {"gap_reward": r} | ({"quality": q} if q else {})} for question, r, q in rows]
         (folder / name).write_text("".join(json.dumps(line) + "\n" for line in lines))
 
     # gains 0, .2, -.2, .4 (as differences of fifths) with rewards 1, 2, 3, 2: of the 6 pairs with different gains,
     # (0,1) and (0,3) agree, (1,3) ties on the reward (half), (0,2), (1,2), (2,3) disagree -> 2.5 / 6
-    buffer("iter_001.jsonl", "dataset", [(1.0, [0.4, 0.4]), (2.0, [0.2, 0.4]), (3.0, [0.6, 0.4]), (2.0, [0.2, 0.6]),
-                                         (9.0, None)])  # no exact score: not counted
-    buffer("iter_002.jsonl", "original_policy", [(0.0, [0.2, 0.4]), (5.0, [0.4, 0.6])])  # equal gains: no pair
-    buffer("iter_003.jsonl", "original_policy", [(0.0, [0.2, 0.4]), (1.0, [0.2, 0.8])])
+    buffer("iter_001.jsonl", "dataset", [("a", 1.0, [0.4, 0.4]), ("b", 2.0, [0.2, 0.4]), ("c", 3.0, [0.6, 0.4]),
+                                         ("d", 2.0, [0.2, 0.6]), ("a", 9.0, None)])  # no exact score: not counted
+    buffer("iter_002.jsonl", "original_policy", [("z", 0.0, [0.2, 0.4]), ("z", 5.0, [0.4, 0.6])])  # equal gains
+    # gains .2, .6 (prompt a), 0 (prompt b) with rewards 0, 1, .5: pooled, (A,B) and (B,C) agree, (A,C) does not;
+    # within a prompt only (A,B), which agrees
+    buffer("iter_003.jsonl", "original_policy", [("a", 0.0, [0.2, 0.4]), ("a", 1.0, [0.2, 0.8]), ("b", 0.5, [0.2, 0.2])])
     concordance = rollout_concordance(tmp_path / "arm")
-    assert concordance == {1: [pytest.approx(2.5 / 6)], 2: [1.0]}
+    assert concordance == {(1, "all"): [pytest.approx(2.5 / 6)], (2, "all"): [pytest.approx(2 / 3)],
+                           (2, "prompt"): [1.0]}
     assert rollout_concordance(tmp_path / "missing") == {}
     results = {s: {"sft": metrics(0.1), "both_rounds": metrics(0.1)} for s in (0, 1)}
     table = write_report(tmp_path, results, [("sft", "SFT only"), ("both_rounds", "RL both rounds")], "budget",
-                         concordance={0: {"both_rounds": {1: [0.4, 0.6], 2: [1.0]}},
-                                      1: {"both_rounds": {1: [0.8], 2: [0.5]}}})
+                         concordance={0: {"both_rounds": {(1, "all"): [0.4, 0.6], (2, "all"): [1.0]}},
+                                      1: {"both_rounds": {(1, "all"): [0.8], (2, "all"): [0.5]}}})
     md = (tmp_path / "pit_table.md").read_text().split("## The gap reward on each RL arm's own rollouts")[1]
     # round 1: seed means .5 and .8 -> 0.650 ± 0.212; round 2: 1.0 and .5 -> 0.750 ± 0.354; SFT has no rollouts
     assert "| RL both rounds | 0.650 ± 0.212 | 0.750 ± 0.354 |" in md and "SFT only" not in md
-    assert table["concordance / both_rounds / round 2"] == pytest.approx([1.0, 0.5])
+    assert "within a prompt" not in md.split("\n\n")[2]  # no column without values
+    assert table["concordance / both_rounds / round 2 (original policy's answers)"] == pytest.approx([1.0, 0.5])
 
 
 def test_report_gives_both_tables_per_iteration(tmp_path):
