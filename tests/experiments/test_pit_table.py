@@ -294,6 +294,11 @@ def test_runner_runs_the_pipeline_once_and_each_arm(tmp_path, capsys):
     assert both["y0"] == "original_policy"
     assert table["original_policy / both_rounds / exact_delta / 1"] == [both["exact_delta"][1]]
     assert (root / "y0.jsonl").is_file() and (root / "rm_eval" / "reward_model" / "config.json").is_file()
+    # the diagnostics read the real runs: both reward models' last validation, the arms' own rollout buffers
+    assert {k for k in table if k.startswith("reward_models / ") and k.endswith(" / pairwise")} == {
+        "reward_models / rm / pairwise", "reward_models / rm_eval / pairwise"}
+    assert 0 <= table["concordance / both_rounds / round 1 (dataset references)"][0] <= 1
+    assert "concordance / round2_only / round 1 (dataset references)" not in table  # round 2 from the start
     assert (root / "both_rounds" / "checkpoints" / "last.ckpt").exists()
     assert (root / "round2_only" / "rollouts" / "references_round2.jsonl").is_file()
     first = (root / "round2_only" / "rollouts" / "iter_001.jsonl").read_text().splitlines()
