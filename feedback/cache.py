@@ -12,6 +12,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 
@@ -24,18 +25,28 @@ def cache_key(url: str, payload: dict) -> str:
 class CompletionCache:
     """``key -> completion record`` (a JSON object), shared by threads and processes."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, timeout: float = 60.0) -> None:
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, record TEXT NOT NULL)")
-            self._db.commit()
-        except sqlite3.DatabaseError as error:
-            raise ValueError(f"{self.path}: not a usable teacher cache ({error}); move it away or point "
-                             "cache_path elsewhere") from error
+        self._db = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, record TEXT NOT NULL)")
+                self._db.commit()
+                return
+            except sqlite3.OperationalError as error:
+                # switching a new file to WAL while another process does the same can fail at once, without
+                # SQLite's busy wait ("database is locked", found with 6 processes opening one new cache): retry
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise ValueError(f"{self.path}: not a usable teacher cache ({error}); move it away or point "
+                                     "cache_path elsewhere") from error
+                time.sleep(0.05)
+            except sqlite3.DatabaseError as error:
+                raise ValueError(f"{self.path}: not a usable teacher cache ({error}); move it away or point "
+                                 "cache_path elsewhere") from error
 
     def get(self, key: str) -> dict | None:
         with self._lock:
