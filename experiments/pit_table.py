@@ -50,6 +50,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from datamodules.interaction_log import read_shard
 from experiments.report import cell, line_chart_svg, markdown_table, mean_std, write_csv
 from experiments.runs import REPO, run_command
 
@@ -234,6 +235,7 @@ def pipeline(root: Path, seed: int, runs: list[Run], settings: Settings
     eval_args |= {k: v for c in rl_eval if c["class_path"].endswith("IterativeImprovementEval")
                   for k, v in c["init_args"].items() if k in ("iterations", "num_prompts", "temperature")}
     eval_seed = seed + RM_EVAL_SEED_OFFSET
+    more_pairs = sorted({run.variant.rm_pairs for run in runs} - {None})  # one more gap reward model each
     stages = [
         ("rm", "constrained_lists_reward_model", None, [*seed_flags(seed), *s.stage_flags.get("rm", [])],
          root / "rm" / "reward_model" / "config.json"),
@@ -241,13 +243,11 @@ def pipeline(root: Path, seed: int, runs: list[Run], settings: Settings
          [*seed_flags(eval_seed), f"--data.init_args.log_dir={root / 'rm_eval'}",
           "--trainer.logger.init_args.version=rm_eval", *s.stage_flags.get("rm", [])],
          root / "rm_eval" / "reward_model" / "config.json"),
-        *[(name, "constrained_lists_reward_model", None,
-           [*seed_flags(seed + RM_PAIRS_SEED_OFFSET), f"--data.init_args.log_dir={root / name}",
-            f"--trainer.logger.init_args.version={name}", *s.stage_flags.get("rm", []),
+        *[(f"rm{pairs}", "constrained_lists_reward_model", None,
+           [*seed_flags(seed + RM_PAIRS_SEED_OFFSET), f"--data.init_args.log_dir={root / f'rm{pairs}'}",
+            f"--trainer.logger.init_args.version=rm{pairs}", *s.stage_flags.get("rm", []),
             f"--data.init_args.preferences.init_args.num_pairs={3 * pairs}"],  # three folds of `pairs`
-           root / name / "reward_model" / "config.json")
-          for pairs, name in sorted({(r.variant.rm_pairs, r.variant.reward_model) for r in runs
-                                     if r.variant.rm_pairs is not None})],
+           root / f"rm{pairs}" / "reward_model" / "config.json") for pairs in more_pairs],
         ("policy", "constrained_lists_sft", None,
          [*seed_flags(seed), "--data.init_args.stage=policy_sft", "--trainer.logger.init_args.version=policy",
           "--trainer.callbacks=[]", *generation, *s.stage_flags.get("policy", [])], export_done(root / "policy")),
@@ -259,25 +259,25 @@ def pipeline(root: Path, seed: int, runs: list[Run], settings: Settings
         run_command(root / name, ["fit", "--config", str(path), *base, *extra], done)
     results = {}
     rl_eval_args = eval_args | {"every_epoch": True, "early_stop_patience": s.early_stop_patience}
+    reward_models = ["rm", *(f"rm{pairs}" for pairs in more_pairs)]
+    rl_configs = {rm: stage_config("constrained_lists_rl", root, configs / ("rl.yaml" if rm == "rm" else f"rl-{rm}.yaml"),
+                                   rl_eval_args, checkpoint=True, reward_model=rm) for rm in reward_models}
     prompts = num_rl_prompts([*s.flags, *s.stage_flags.get("rl", [])])
     for run in runs:
         if run.arm != "sft_only":
-            rm = run.variant.reward_model
-            rl_config = stage_config("constrained_lists_rl", root, configs / ("rl.yaml" if rm == "rm" else f"rl-{rm}.yaml"),
-                                     rl_eval_args, checkpoint=True, reward_model=rm)
             # the variant's flags last: they override the shared ones (num_rl_prompts for critic-free arms)
-            run_command(root / run.name, ["fit", "--config", str(rl_config), *base, *seed_flags(seed),
+            config = rl_configs[run.variant.reward_model]
+            run_command(root / run.name, ["fit", "--config", str(config), *base, *seed_flags(seed),
                                           f"--trainer.callbacks.seed={seed}", *generation,
                                           *rl_flags(run.arm, s.rl_epochs, s.round1_epochs, run.name),
                                           *s.stage_flags.get("rl", []),
                                           *run.variant.flags(prompts, s.samples_per_prompt)],
                         export_done(root / run.name))
         results[run.name] = json.loads((root / run.name / "pit_eval.json").read_text())
-    reward_models = ["rm", *(f"rm{n}" for n in sorted({r.variant.rm_pairs for r in runs} - {None})), "rm_eval"]
     # each reward model's fold: the shared one for rm, its own draw's for the others (their log_dir)
-    folds = {name: root / ("" if name == "rm" else name) / "preferences" / "rm.jsonl" for name in reward_models}
+    folds = {name: root / ("" if name == "rm" else name) / "preferences" / "rm.jsonl" for name in [*reward_models, "rm_eval"]}
     return (results, {name: accuracies | {"pairs": len(folds[name].read_text().splitlines())}
-                      for name in reward_models if (accuracies := rm_accuracies(root / name))},
+                      for name in folds if (accuracies := rm_accuracies(root / name))},
             {run.name: rollout_concordance(root / run.name) for run in runs if run.arm != "sft_only"})
 
 
@@ -290,19 +290,18 @@ def rollout_concordance(run_dir: Path) -> dict[tuple[int, str], list[float]]:
     RLOO / GRPO compare; only buffers with k > 1 samples per prompt). Rollouts without exact scores are skipped."""
     by_round: dict[tuple[int, str], list[float]] = {}
     for path in sorted((run_dir / "rollouts").glob("iter_*.jsonl")):
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        rows = [row for row in rows if "quality" in row["scores"]]
+        rows = [e for e in read_shard(path) if "quality" in e.scores]
         if len(rows) < 2:
             continue
-        reward = torch.tensor([row["scores"]["gap_reward"] for row in rows], dtype=torch.float64)
+        reward = torch.tensor([e.scores["gap_reward"] for e in rows], dtype=torch.float64)
         # exact scores are fifths: rounded, equal gains compare equal
-        gain = torch.tensor([round(row["scores"]["quality"][1] - row["scores"]["quality"][0], 6) for row in rows],
-                            dtype=torch.float64)
+        gain = torch.tensor([round(e.scores["quality"][1] - e.scores["quality"][0], 6) for e in rows], dtype=torch.float64)
         d_reward, d_gain = reward[:, None] - reward[None, :], gain[:, None] - gain[None, :]  # [n, n]
         agree = (d_reward * d_gain > 0).double() + 0.5 * (d_reward == 0).double()
-        groups = [row["question_id"] for row in rows]
-        same_prompt = torch.tensor([[a == b for b in groups] for a in groups])  # [n, n]
-        [references] = {row["turns"][0]["by"] for row in rows}  # one round per buffer
+        group = {question: i for i, question in enumerate(dict.fromkeys(e.question_id for e in rows))}
+        prompt_of = torch.tensor([group[e.question_id] for e in rows])
+        same_prompt = prompt_of[:, None] == prompt_of[None, :]  # [n, n]
+        [references] = {e.turns[0].by for e in rows}  # one round per buffer
         for scope, pairs in (("all", torch.ones_like(same_prompt)), ("prompt", same_prompt)):
             counted = torch.triu(d_gain != 0, diagonal=1) & pairs
             if counted.any():

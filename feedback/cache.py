@@ -37,14 +37,12 @@ class CompletionCache:
                 self._db.execute("CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, record TEXT NOT NULL)")
                 self._db.commit()
                 return
-            except sqlite3.OperationalError as error:
+            except sqlite3.DatabaseError as error:
                 # switching a new file to WAL while another process does the same can fail at once, without
                 # SQLite's busy wait ("database is locked", found with 6 processes opening one new cache): retry
-                if "locked" not in str(error) or time.monotonic() > deadline:
-                    raise ValueError(f"{self.path}: not a usable teacher cache ({error}); move it away or point "
-                                     "cache_path elsewhere") from error
-                time.sleep(0.05)
-            except sqlite3.DatabaseError as error:
+                if "locked" in str(error) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
                 raise ValueError(f"{self.path}: not a usable teacher cache ({error}); move it away or point "
                                  "cache_path elsewhere") from error
 

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from datamodules.interaction_log import Episode, Turn, write_shard
 from experiments import pit_table, runs
 from experiments.pit_table import (
     Variant,
@@ -220,11 +221,11 @@ def test_reward_model_accuracies_come_from_the_last_validation(tmp_path):
 
 def test_concordance_of_the_gap_reward_with_the_exact_gain_on_the_rollouts(tmp_path):
     def buffer(name, by, rows):
-        folder = tmp_path / "arm" / "rollouts"
-        folder.mkdir(parents=True, exist_ok=True)
-        lines = [{"question_id": question, "turns": [{"role": "reference", "by": by}, {"role": "response", "by": "policy"}],
-                  "scores": {"gap_reward": r} | ({"quality": q} if q else {})} for question, r, q in rows]
-        (folder / name).write_text("".join(json.dumps(line) + "\n" for line in lines))
+        write_shard(tmp_path / "arm" / "rollouts" / name, [
+            Episode(id=f"{question}/{i}", task="constrained_lists", iteration=1, prompt="x", question_id=question,
+                    turns=(Turn("reference", "1", by), Turn("response", "2", "policy")), outcome="improved",
+                    scores={"gap_reward": r} | ({"quality": q} if q else {}))
+            for i, (question, r, q) in enumerate(rows)])
 
     # gains 0, .2, -.2, .4 (as differences of fifths) with rewards 1, 2, 3, 2: of the 6 pairs with different gains,
     # (0,1) and (0,3) agree, (1,3) ties on the reward (half), (0,2), (1,2), (2,3) disagree -> 2.5 / 6
